@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test` (both as root).
+SHELL := /bin/sh
+CARGO ?= cargo
+CONFIG ?= /etc/corral/config.toml
+
+.PHONY: run test deps build release lint unit-and-node-tests leak-check
+
+## make run: install host packages, build release, write the default config if none, serve.
+run: deps release
+	install -d -m 0755 $(dir $(CONFIG))
+	[ -f $(CONFIG) ] || ./target/release/corral config default > $(CONFIG)
+	exec ./target/release/corral serve --config $(CONFIG)
+
+## make test: everything CI runs (formatting, lints, unit and node tests, leak check).
+test: deps lint
+	@status=0; \
+	$(CARGO) test --workspace --locked --no-fail-fast || status=$$?; \
+	./scripts/leak-check.sh || status=1; \
+	exit $$status
+
+deps:
+	./scripts/install-deps.sh
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --release --locked -p corral
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,134 @@
+//! The agent's shared state: config, records, and what the handlers need.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::state::{StateError, StateLock, Table};
+
+/// The id of the single node-wide record.
+pub const NODE_RECORD_ID: &str = "runtime-config";
+
+/// What kubelet told us about the node through `UpdateRuntimeConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The pod CIDRs (one per IP family) the CNI layer allocates pod addresses from.
+    pub pod_cidrs: Vec<String>,
+}
+
+/// Everything the CRI handlers share.
+#[derive(Debug)]
+pub struct Agent {
+    pub config: Config,
+    pub started_at: SystemTime,
+    pub node: Table<NodeRecord>,
+    pub network: Arc<corral_cni::NetworkLoader>,
+    pub host: HostChecks,
+    _lock: StateLock,
+}
+
+/// Host prerequisites checked once at start (they do not change while the kernel runs).
+#[derive(Debug, Clone)]
+pub struct HostChecks {
+    /// Missing prerequisites, each a short sentence.
+    pub missing: Vec<String>,
+}
+
+impl Agent {
+    /// Creates the state and run directories, takes the state-root lock and recovers the
+    /// records. Blocking parts run on blocking threads.
+    pub async fn open(config: Config) -> Result<Agent, StateError> {
+        let (lock, host) = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, StateError> {
+                create_dir(&config.root, 0o711)?;
+                create_dir(&config.run_dir, 0o711)?;
+                let lock = StateLock::acquire(&config.root)?;
+                Ok((lock, HostChecks::run(Path::new("/proc/filesystems"))))
+            })
+            .await
+            .map_err(|e| StateError::Task(e.to_string()))??
+        };
+        let node = Table::open(&config.root.join("state").join("node")).await?;
+        let network = Arc::new(corral_cni::NetworkLoader::new(config.cni.clone()));
+        tracing::info!(root = %config.root.display(), lock = %lock.path().display(),
+            "state recovered");
+        Ok(Agent {
+            config,
+            started_at: SystemTime::now(),
+            node,
+            network,
+            host,
+            _lock: lock,
+        })
+    }
+}
+
+impl HostChecks {
+    /// Checks that the kernel has overlayfs and that cgroups are mounted.
+    pub fn run(proc_filesystems: &Path) -> HostChecks {
+        let mut missing = Vec::new();
+        match std::fs::read_to_string(proc_filesystems) {
+            Ok(list) => {
+                if !list
+                    .lines()
+                    .any(|l| l.split_whitespace().last() == Some("overlay"))
+                {
+                    missing.push("the kernel has no overlay filesystem (modprobe overlay)".into());
+                }
+            }
+            Err(e) => missing.push(format!("cannot read {}: {e}", proc_filesystems.display())),
+        }
+        let cgroup_root = PathBuf::from("/sys/fs/cgroup");
+        let v2 = cgroup_root.join("cgroup.controllers").exists();
+        let v1 = cgroup_root.join("memory").is_dir() || cgroup_root.join("cpu").is_dir();
+        if !v1 && !v2 {
+            missing.push("no cgroup filesystem is mounted at /sys/fs/cgroup".into());
+        }
+        HostChecks { missing }
+    }
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), StateError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|source| StateError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_host_checks_missing_overlay_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("filesystems");
+        std::fs::write(&list, "nodev\tsysfs\nnodev\ttmpfs\n\text4\n").unwrap();
+        let checks = HostChecks::run(&list);
+        assert!(
+            checks.missing.iter().any(|m| m.contains("overlay")),
+            "{checks:?}"
+        );
+    }
+
+    #[test]
+    fn test_host_checks_overlay_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("filesystems");
+        std::fs::write(&list, "nodev\tsysfs\nnodev\toverlay\n").unwrap();
+        let checks = HostChecks::run(&list);
+        assert!(
+            !checks.missing.iter().any(|m| m.contains("overlay")),
+            "{checks:?}"
+        );
+    }
+}

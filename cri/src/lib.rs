@@ -1,0 +1,18 @@
+//! Corral's CRI server: the `corral` binary's library half. `main.rs` parses the command line;
+//! everything else lives here so the node tests and benchmarks can reuse the CRI client.
+
+pub mod agent;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod request_log;
+pub mod server;
+pub mod service;
+pub mod socket;
+pub mod state;
+
+mod runtime_config_get;
+mod runtime_config_update;
+mod runtime_status;
+mod runtime_version;

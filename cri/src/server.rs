@@ -1,0 +1,85 @@
+//! `corral serve`: the gRPC server on the unix socket, and an orderly shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::request_log::RequestLogLayer;
+use crate::service::CriService;
+use crate::socket;
+
+/// kubelet's gRPC message limit; tonic's default is 4 MiB.
+pub const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish for
+/// at most `shutdown_timeout_seconds`, removes the socket and returns. Containers are never
+/// touched here.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(config.shutdown_timeout_seconds);
+    let socket_path = config.socket.clone();
+    let agent = Arc::new(Agent::open(config).await?);
+    let bound = tokio::task::spawn_blocking(move || socket::bind(&socket_path))
+        .await
+        .context("bind task failed")??;
+    let listener = tokio::net::UnixListener::from_std(
+        bound
+            .listener
+            .try_clone()
+            .context("duplicate socket listener")?,
+    )
+    .context("register socket with the runtime")?;
+
+    let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+
+    let service = CriService::new(agent);
+    let runtime_service = RuntimeServiceServer::new(service.clone())
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let image_service = ImageServiceServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .layer(RequestLogLayer)
+        .add_service(runtime_service)
+        .add_service(image_service)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tracing::info!(socket = %bound.path.display(), version = env!("CARGO_PKG_VERSION"),
+        "corral is serving");
+
+    let result = tokio::select! {
+        result = &mut server => result.context("gRPC server failed"),
+        signal_name = async {
+            tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            }
+        } => {
+            tracing::info!(signal = signal_name, "shutting down: no new requests");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(result) => result.context("gRPC server failed"),
+                Err(_) => {
+                    tracing::warn!(grace_seconds = grace.as_secs(),
+                        "in-flight requests did not finish in time; exiting anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
+    bound.remove_file();
+    tracing::info!("corral stopped");
+    result
+}

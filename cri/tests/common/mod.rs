@@ -1,0 +1,7 @@
+//! Shared helpers of the node tests: the agent under test, the registry fixture and the
+//! test images.
+#![allow(dead_code)]
+
+pub mod agent;
+pub mod images;
+pub mod registry;

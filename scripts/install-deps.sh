@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs the Debian/Ubuntu host packages Corral needs to build, run and test.
+# Idempotent: asks apt only when something is missing. Run as root.
+set -eu
+
+# protobuf-compiler: the CRI API bindings are generated at build time.
+# docker-registry, busybox-static: the registry fixture and the test images of the node tests.
+# iproute2, procps, util-linux: namespaces, process and mount checks (leak check, tests).
+PACKAGES="protobuf-compiler docker-registry busybox-static iproute2 procps util-linux ca-certificates"
+
+missing=""
+for p in $PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages:$missing (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found: install a Rust toolchain (1.85 or newer)" >&2
+  exit 1
+fi
