@@ -114,11 +114,7 @@ fn find_plugins(network: &NetworkConfig, bin_dirs: &[PathBuf]) -> Result<Vec<Pat
     let mut binaries = Vec::with_capacity(network.plugins.len());
     for plugin in &network.plugins {
         let plugin_type = plugin.get("type").and_then(Value::as_str).unwrap_or("");
-        let found = bin_dirs
-            .iter()
-            .map(|dir| dir.join(plugin_type))
-            .find(|candidate| is_executable(candidate));
-        match found {
+        match find_plugin(plugin_type, bin_dirs) {
             Some(path) => binaries.push(path),
             None => {
                 return Err(Error::PluginNotFound {
@@ -130,6 +126,17 @@ fn find_plugins(network: &NetworkConfig, bin_dirs: &[PathBuf]) -> Result<Vec<Pat
         }
     }
     Ok(binaries)
+}
+
+/// The executable for plugin type `plugin_type` in the first of `bin_dirs` that has one.
+pub(crate) fn find_plugin(plugin_type: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
+    if plugin_type.is_empty() || plugin_type.contains('/') {
+        return None;
+    }
+    bin_dirs
+        .iter()
+        .map(|dir| dir.join(plugin_type))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
