@@ -8,6 +8,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::error::Error;
+use crate::images::ImageCatalog;
 use crate::state::{StateError, StateLock, Table};
 
 /// The id of the single node-wide record.
@@ -27,6 +29,7 @@ pub struct Agent {
     pub started_at: SystemTime,
     pub node: Table<NodeRecord>,
     pub network: Arc<corral_cni::NetworkLoader>,
+    pub images: ImageCatalog,
     pub host: HostChecks,
     _lock: StateLock,
 }
@@ -41,7 +44,7 @@ pub struct HostChecks {
 impl Agent {
     /// Creates the state and run directories, takes the state-root lock and recovers the
     /// records. Blocking parts run on blocking threads.
-    pub async fn open(config: Config) -> Result<Agent, StateError> {
+    pub async fn open(config: Config) -> Result<Agent, Error> {
         let (lock, host) = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || -> Result<_, StateError> {
@@ -54,6 +57,12 @@ impl Agent {
             .map_err(|e| StateError::Task(e.to_string()))??
         };
         let node = Table::open(&config.root.join("state").join("node")).await?;
+        let images = ImageCatalog::open(
+            config.root.join("images"),
+            config.root.join("state").join("images"),
+            config.images.clone(),
+        )
+        .await?;
         let network = Arc::new(corral_cni::NetworkLoader::new(config.cni.clone()));
         tracing::info!(root = %config.root.display(), lock = %lock.path().display(),
             "state recovered");
@@ -62,6 +71,7 @@ impl Agent {
             started_at: SystemTime::now(),
             node,
             network,
+            images,
             host,
             _lock: lock,
         })

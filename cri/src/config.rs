@@ -32,6 +32,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// On SIGTERM/SIGINT, how long in-flight requests may run before the agent exits anyway.
     pub shutdown_timeout_seconds: u64,
+    /// Images.
+    pub images: corral_image_service::Config,
     /// Containers.
     pub runtime: corral_runtime::Config,
     /// Pod networking.
@@ -47,6 +49,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
             shutdown_timeout_seconds: 10,
+            images: corral_image_service::Config::default(),
             runtime: corral_runtime::Config::default(),
             cni: corral_cni::Config::default(),
         }
@@ -139,6 +142,7 @@ impl Config {
         if self.shutdown_timeout_seconds == 0 || self.shutdown_timeout_seconds > 3600 {
             return Err("shutdown_timeout_seconds: must be between 1 and 3600".to_string());
         }
+        self.images.validate().map_err(|e| format!("images: {e}"))?;
         self.runtime
             .validate()
             .map_err(|e| format!("runtime: {e}"))?;

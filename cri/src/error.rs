@@ -13,6 +13,12 @@ pub enum Error {
     /// The state layer failed to record a change.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The image service failed.
+    #[error(transparent)]
+    Image(#[from] corral_image_service::Error),
+    /// Something that should not fail did.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<Error> for Status {
@@ -22,8 +28,22 @@ impl From<Error> for Status {
             Error::State(StateError::InvalidId { .. }) => {
                 Status::invalid_argument(error.to_string())
             }
-            Error::State(_) => Status::internal(error.to_string()),
+            Error::State(_) | Error::Internal(_) => Status::internal(error.to_string()),
+            Error::Image(image_error) => image_status(image_error, error.to_string()),
         }
+    }
+}
+
+fn image_status(error: &corral_image_service::Error, message: String) -> Status {
+    use corral_image_service::Error as E;
+    match error {
+        E::InvalidReference { .. } | E::InvalidDigest(_) => Status::invalid_argument(message),
+        E::NotFound { .. } => Status::not_found(message),
+        E::Unauthorized { .. } => Status::permission_denied(message),
+        E::NoMatchingPlatform { .. } => Status::failed_precondition(message),
+        E::PullStalled { .. } => Status::deadline_exceeded(message),
+        E::Registry { .. } => Status::unavailable(message),
+        _ => Status::internal(message),
     }
 }
 

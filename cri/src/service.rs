@@ -220,32 +220,42 @@ impl RuntimeService for CriService {
 impl ImageService for CriService {
     async fn list_images(
         &self,
-        _request: Request<v1::ListImagesRequest>,
+        request: Request<v1::ListImagesRequest>,
     ) -> Result<Response<v1::ListImagesResponse>, Status> {
-        Err(unimplemented("ListImages"))
+        self.image_list(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn image_status(
         &self,
-        _request: Request<v1::ImageStatusRequest>,
+        request: Request<v1::ImageStatusRequest>,
     ) -> Result<Response<v1::ImageStatusResponse>, Status> {
-        Err(unimplemented("ImageStatus"))
+        self.image_status(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn pull_image(
         &self,
-        _request: Request<v1::PullImageRequest>,
+        request: Request<v1::PullImageRequest>,
     ) -> Result<Response<v1::PullImageResponse>, Status> {
-        Err(unimplemented("PullImage"))
+        self.image_pull(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn remove_image(
         &self,
-        _request: Request<v1::RemoveImageRequest>,
+        request: Request<v1::RemoveImageRequest>,
     ) -> Result<Response<v1::RemoveImageResponse>, Status> {
-        Err(unimplemented("RemoveImage"))
+        self.image_remove(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn image_fs_info(
         &self,
-        _request: Request<v1::ImageFsInfoRequest>,
+        request: Request<v1::ImageFsInfoRequest>,
     ) -> Result<Response<v1::ImageFsInfoResponse>, Status> {
-        Err(unimplemented("ImageFsInfo"))
+        self.image_fs_info(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

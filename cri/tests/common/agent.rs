@@ -42,6 +42,7 @@ pub struct TestAgent {
     pub run_dir: PathBuf,
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dir: PathBuf,
+    pub certs_dir: PathBuf,
     pub log_path: PathBuf,
     extra_args: Vec<String>,
     child: Option<Child>,
@@ -56,6 +57,19 @@ impl TestAgent {
     /// Starts an agent whose config file has `extra_toml` appended (top-level keys only:
     /// it is written before the tables) and whose command line has `args` appended.
     pub async fn start_with(extra_toml: &str, args: &[&str]) -> anyhow::Result<TestAgent> {
+        TestAgent::start_full(extra_toml, "", args).await
+    }
+
+    /// Starts an agent with extra keys for the `[images]` section.
+    pub async fn start_with_images(images_toml: &str) -> anyhow::Result<TestAgent> {
+        TestAgent::start_full("", images_toml, &[]).await
+    }
+
+    async fn start_full(
+        extra_toml: &str,
+        images_toml: &str,
+        args: &[&str],
+    ) -> anyhow::Result<TestAgent> {
         require_root();
         let dir = test_dir()?;
         let base = dir.path().to_path_buf();
@@ -66,6 +80,7 @@ impl TestAgent {
             run_dir: base.join("run"),
             cni_conf_dir: base.join("net.d"),
             cni_bin_dir: base.join("cni-bin"),
+            certs_dir: base.join("certs.d"),
             log_path: base.join("corral.log"),
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
@@ -73,9 +88,12 @@ impl TestAgent {
         };
         std::fs::create_dir_all(&agent.cni_conf_dir)?;
         std::fs::create_dir_all(&agent.cni_bin_dir)?;
+        std::fs::create_dir_all(&agent.certs_dir)?;
         let config = format!(
             "root = {root:?}\nrun_dir = {run:?}\nsocket = {socket:?}\n{extra_toml}\n\
+             [images]\ncerts_dir = {certs:?}\n{images_toml}\n\
              [cni]\nconf_dirs = [{conf:?}]\nbin_dirs = [{bin:?}]\n",
+            certs = agent.certs_dir,
             root = agent.root,
             run = agent.run_dir,
             socket = agent.socket,
@@ -184,6 +202,14 @@ impl TestAgent {
             .args(args)
             .stdin(Stdio::null())
             .output()?)
+    }
+
+    /// Writes `<certs_dir>/<host>/hosts.toml`.
+    pub fn write_hosts_toml(&self, host: &str, body: &str) -> anyhow::Result<()> {
+        let dir = self.certs_dir.join(host);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("hosts.toml"), body)?;
+        Ok(())
     }
 
     /// Installs a CNI network config and fake plugin executables named by it.

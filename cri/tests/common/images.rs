@@ -199,6 +199,9 @@ struct Entry {
     mode: u32,
     uid: u64,
     gid: u64,
+    /// Written byte for byte into the header (no normalisation, no `..` check): for
+    /// hostile layers that a well-behaved tar writer would refuse to produce.
+    raw: bool,
 }
 
 /// One image layer: tar entries in the order added. Paths may start with `/`; they are stored
@@ -229,6 +232,39 @@ impl Layer {
             mode,
             uid,
             gid,
+            raw: false,
+        });
+        self
+    }
+
+    /// A hostile regular file whose name is stored exactly as given (`../escape`,
+    /// `/etc/x`), as an attacker's tar would.
+    pub fn raw_file(mut self, name: &str, data: impl Into<Vec<u8>>) -> Layer {
+        self.entries.push(Entry {
+            path: name.to_owned(),
+            kind: EntryKind::File(data.into()),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            raw: true,
+        });
+        self
+    }
+
+    /// A hostile symlink or hard link stored exactly as given.
+    pub fn raw_link(mut self, name: &str, target: &str, hard: bool) -> Layer {
+        let kind = if hard {
+            EntryKind::Hardlink(target.to_owned())
+        } else {
+            EntryKind::Symlink(target.to_owned())
+        };
+        self.entries.push(Entry {
+            path: name.to_owned(),
+            kind,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            raw: true,
         });
         self
     }
@@ -329,6 +365,11 @@ impl Layer {
             header.set_gid(entry.gid);
             header.set_mode(entry.mode);
             let path = entry.path.as_str();
+            if entry.raw {
+                append_raw(&mut builder, &mut header, entry)
+                    .with_context(|| format!("writing raw layer entry {path}"))?;
+                continue;
+            }
             let written = match &entry.kind {
                 EntryKind::Dir => {
                     header.set_entry_type(tar::EntryType::Directory);
@@ -361,6 +402,44 @@ impl Layer {
             .clone()
             .unwrap_or_else(|| format!("corral-test: layer {index}"))
     }
+}
+
+/// Appends an entry whose name and link target go into the header unchecked.
+fn append_raw(
+    builder: &mut tar::Builder<Vec<u8>>,
+    header: &mut tar::Header,
+    entry: &Entry,
+) -> Result<()> {
+    let copy_into = |field: &mut [u8], value: &str| -> Result<()> {
+        ensure!(value.len() < field.len(), "raw name {value:?} too long");
+        field[..value.len()].copy_from_slice(value.as_bytes());
+        Ok(())
+    };
+    let data: &[u8] = match &entry.kind {
+        EntryKind::File(data) => {
+            header.set_entry_type(tar::EntryType::Regular);
+            data
+        }
+        EntryKind::Symlink(target) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            copy_into(&mut header.as_old_mut().linkname, target)?;
+            &[]
+        }
+        EntryKind::Hardlink(target) => {
+            header.set_entry_type(tar::EntryType::Link);
+            copy_into(&mut header.as_old_mut().linkname, target)?;
+            &[]
+        }
+        EntryKind::Dir => {
+            header.set_entry_type(tar::EntryType::Directory);
+            &[]
+        }
+    };
+    header.set_size(data.len() as u64);
+    copy_into(&mut header.as_old_mut().name, &entry.path)?;
+    header.set_cksum();
+    builder.append(header, data)?;
+    Ok(())
 }
 
 /// A layer blob ready to push.

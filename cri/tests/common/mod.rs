@@ -4,4 +4,5 @@
 
 pub mod agent;
 pub mod images;
+pub mod proxy;
 pub mod registry;
