@@ -5,10 +5,14 @@ CONFIG ?= /etc/corral/config.toml
 
 .PHONY: run test deps build release lint unit-and-node-tests leak-check
 
-## make run: install host packages, build release, write the default config if none, serve.
+CNI_CONF_DIR ?= /etc/cni/net.d
+
+## make run: install host packages, build release, write the default config if none, install
+## the default pod network if the CNI config dir is empty, serve.
 run: deps release
-	install -d -m 0755 $(dir $(CONFIG))
+	install -d -m 0755 $(dir $(CONFIG)) $(CNI_CONF_DIR)
 	[ -f $(CONFIG) ] || ./target/release/corral config default > $(CONFIG)
+	[ -n "$$(ls -A $(CNI_CONF_DIR))" ] || install -m 0644 deploy/cni/10-corral.conflist $(CNI_CONF_DIR)/
 	exec ./target/release/corral serve --config $(CONFIG)
 
 ## make test: everything CI runs (formatting, lints, unit and node tests, leak check).

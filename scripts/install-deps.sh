@@ -5,8 +5,10 @@ set -eu
 
 # protobuf-compiler: the CRI API bindings are generated at build time.
 # docker-registry, busybox-static: the registry fixture and the test images of the node tests.
-# iproute2, procps, util-linux: namespaces, process and mount checks (leak check, tests).
-PACKAGES="protobuf-compiler docker-registry busybox-static iproute2 procps util-linux ca-certificates"
+# containernetworking-plugins, iptables: pod networking (bridge, host-local, portmap, loopback).
+# iproute2, iputils-ping, procps, util-linux: namespaces, links, process and mount checks.
+PACKAGES="protobuf-compiler docker-registry busybox-static containernetworking-plugins iptables
+iproute2 iputils-ping procps util-linux ca-certificates"
 
 missing=""
 for p in $PACKAGES; do

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::Error;
 use crate::images::ImageCatalog;
+use crate::pod_network::PodNetwork;
+use crate::sandboxes::{SandboxManager, SandboxPaths};
 use crate::state::{StateError, StateLock, Table};
 
 /// The id of the single node-wide record.
@@ -30,6 +32,7 @@ pub struct Agent {
     pub node: Table<NodeRecord>,
     pub network: Arc<corral_cni::NetworkLoader>,
     pub images: ImageCatalog,
+    pub sandboxes: SandboxManager,
     pub host: HostChecks,
     _lock: StateLock,
 }
@@ -64,6 +67,22 @@ impl Agent {
         )
         .await?;
         let network = Arc::new(corral_cni::NetworkLoader::new(config.cni.clone()));
+        let pod_network = PodNetwork::new(
+            Arc::clone(&network),
+            config.cni.bin_dirs.clone(),
+            config.root.join("cni").join("results"),
+        );
+        let sandboxes = SandboxManager::open(
+            &config.root.join("state").join("sandboxes"),
+            pod_network,
+            SandboxPaths {
+                sandboxes_dir: config.run_dir.join("sandboxes"),
+                netns_dir: config.pod_sandbox.netns_dir.clone(),
+                host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+                shm_size_bytes: config.pod_sandbox.shm_size_bytes,
+            },
+        )
+        .await?;
         tracing::info!(root = %config.root.display(), lock = %lock.path().display(),
             "state recovered");
         Ok(Agent {
@@ -72,6 +91,7 @@ impl Agent {
             node,
             network,
             images,
+            sandboxes,
             host,
             _lock: lock,
         })

@@ -34,6 +34,8 @@ pub struct Config {
     pub shutdown_timeout_seconds: u64,
     /// Images.
     pub images: corral_image_service::Config,
+    /// Pod sandboxes.
+    pub pod_sandbox: corral_pod_sandbox::Config,
     /// Containers.
     pub runtime: corral_runtime::Config,
     /// Pod networking.
@@ -50,6 +52,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_timeout_seconds: 10,
             images: corral_image_service::Config::default(),
+            pod_sandbox: corral_pod_sandbox::Config::default(),
             runtime: corral_runtime::Config::default(),
             cni: corral_cni::Config::default(),
         }
@@ -143,6 +146,9 @@ impl Config {
             return Err("shutdown_timeout_seconds: must be between 1 and 3600".to_string());
         }
         self.images.validate().map_err(|e| format!("images: {e}"))?;
+        self.pod_sandbox
+            .validate()
+            .map_err(|e| format!("pod_sandbox: {e}"))?;
         self.runtime
             .validate()
             .map_err(|e| format!("runtime: {e}"))?;

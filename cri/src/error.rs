@@ -16,6 +16,15 @@ pub enum Error {
     /// The image service failed.
     #[error(transparent)]
     Image(#[from] corral_image_service::Error),
+    /// The request is valid but the runtime is not in a state to serve it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A CNI plugin failed.
+    #[error("pod network: {0}")]
+    Cni(#[from] corral_cni::Error),
+    /// Setting up or tearing down a pod sandbox failed.
+    #[error(transparent)]
+    Sandbox(#[from] corral_pod_sandbox::Error),
     /// Something that should not fail did.
     #[error("{0}")]
     Internal(String),
@@ -28,7 +37,14 @@ impl From<Error> for Status {
             Error::State(StateError::InvalidId { .. }) => {
                 Status::invalid_argument(error.to_string())
             }
-            Error::State(_) | Error::Internal(_) => Status::internal(error.to_string()),
+            Error::State(_) | Error::Internal(_) | Error::Cni(_) => {
+                Status::internal(error.to_string())
+            }
+            Error::FailedPrecondition(message) => Status::failed_precondition(message.clone()),
+            Error::Sandbox(corral_pod_sandbox::Error::InvalidArgument(message)) => {
+                Status::invalid_argument(message.clone())
+            }
+            Error::Sandbox(_) => Status::internal(error.to_string()),
             Error::Image(image_error) => image_status(image_error, error.to_string()),
         }
     }

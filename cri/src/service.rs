@@ -40,33 +40,43 @@ impl RuntimeService for CriService {
     }
     async fn run_pod_sandbox(
         &self,
-        _request: Request<v1::RunPodSandboxRequest>,
+        request: Request<v1::RunPodSandboxRequest>,
     ) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
-        Err(unimplemented("RunPodSandbox"))
+        self.sandbox_run(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<v1::StopPodSandboxRequest>,
+        request: Request<v1::StopPodSandboxRequest>,
     ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
-        Err(unimplemented("StopPodSandbox"))
+        self.sandbox_stop(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<v1::RemovePodSandboxRequest>,
+        request: Request<v1::RemovePodSandboxRequest>,
     ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
-        Err(unimplemented("RemovePodSandbox"))
+        self.sandbox_remove(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn pod_sandbox_status(
         &self,
-        _request: Request<v1::PodSandboxStatusRequest>,
+        request: Request<v1::PodSandboxStatusRequest>,
     ) -> Result<Response<v1::PodSandboxStatusResponse>, Status> {
-        Err(unimplemented("PodSandboxStatus"))
+        self.sandbox_status(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_pod_sandbox(
         &self,
-        _request: Request<v1::ListPodSandboxRequest>,
+        request: Request<v1::ListPodSandboxRequest>,
     ) -> Result<Response<v1::ListPodSandboxResponse>, Status> {
-        Err(unimplemented("ListPodSandbox"))
+        self.sandbox_list(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn create_container(
         &self,

@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 
 use common::agent::{TestAgent, test_dir};
 use k8s_cri::v1::{
-    CgroupDriver, NetworkConfig, RunPodSandboxRequest, RuntimeConfig, RuntimeConfigRequest,
+    CgroupDriver, CreateContainerRequest, NetworkConfig, RuntimeConfig, RuntimeConfigRequest,
     StatusRequest, UpdateRuntimeConfigRequest, VersionRequest,
 };
 
@@ -155,11 +155,15 @@ async fn test_rpc_not_built_yet_is_unimplemented() {
     let mut client = agent.client().await.unwrap();
     let err = client
         .runtime
-        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .create_container(CreateContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    assert!(
+        err.message().contains("CreateContainer"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,14 +236,14 @@ async fn test_json_logs_have_one_span_per_request() {
     let mut client = agent.client().await.unwrap();
     client
         .runtime
-        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .create_container(CreateContainerRequest::default())
         .await
         .unwrap_err();
     let log = agent.log();
     let failed: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["span"]["method"] == "RunPodSandbox")
+        .filter(|event| event["span"]["method"] == "CreateContainer")
         .collect();
     assert_eq!(failed.len(), 1, "log:\n{log}");
     assert_eq!(failed[0]["code"], "Unimplemented");

@@ -43,6 +43,7 @@ pub struct TestAgent {
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dir: PathBuf,
     pub certs_dir: PathBuf,
+    pub netns_dir: PathBuf,
     pub log_path: PathBuf,
     extra_args: Vec<String>,
     child: Option<Child>,
@@ -81,6 +82,7 @@ impl TestAgent {
             cni_conf_dir: base.join("net.d"),
             cni_bin_dir: base.join("cni-bin"),
             certs_dir: base.join("certs.d"),
+            netns_dir: base.join("netns"),
             log_path: base.join("corral.log"),
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
@@ -92,8 +94,10 @@ impl TestAgent {
         let config = format!(
             "root = {root:?}\nrun_dir = {run:?}\nsocket = {socket:?}\n{extra_toml}\n\
              [images]\ncerts_dir = {certs:?}\n{images_toml}\n\
-             [cni]\nconf_dirs = [{conf:?}]\nbin_dirs = [{bin:?}]\n",
+             [pod_sandbox]\nnetns_dir = {netns:?}\n\
+             [cni]\nconf_dirs = [{conf:?}]\nbin_dirs = [{bin:?}, \"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
             certs = agent.certs_dir,
+            netns = agent.netns_dir,
             root = agent.root,
             run = agent.run_dir,
             socket = agent.socket,
@@ -250,7 +254,7 @@ impl Drop for TestAgent {
     }
 }
 
-fn write_executable(path: &Path, body: &str) -> anyhow::Result<()> {
+pub fn write_executable(path: &Path, body: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .create(true)

@@ -4,5 +4,6 @@
 
 pub mod agent;
 pub mod images;
+pub mod network;
 pub mod proxy;
 pub mod registry;

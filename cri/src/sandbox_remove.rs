@@ -1,0 +1,17 @@
+//! `RemovePodSandbox`: stop if needed, unpin namespaces, delete files and the record;
+//! idempotent, unknown IDs succeed.
+
+use k8s_cri::v1::{RemovePodSandboxRequest, RemovePodSandboxResponse};
+use tonic::Status;
+
+use crate::service::CriService;
+
+impl CriService {
+    pub(crate) async fn sandbox_remove(
+        &self,
+        request: RemovePodSandboxRequest,
+    ) -> Result<RemovePodSandboxResponse, Status> {
+        self.agent.sandboxes.remove(&request.pod_sandbox_id).await?;
+        Ok(RemovePodSandboxResponse {})
+    }
+}

@@ -1,0 +1,17 @@
+//! `StopPodSandbox`: CNI DEL and release of what the pod holds; idempotent, unknown IDs
+//! succeed.
+
+use k8s_cri::v1::{StopPodSandboxRequest, StopPodSandboxResponse};
+use tonic::Status;
+
+use crate::service::CriService;
+
+impl CriService {
+    pub(crate) async fn sandbox_stop(
+        &self,
+        request: StopPodSandboxRequest,
+    ) -> Result<StopPodSandboxResponse, Status> {
+        self.agent.sandboxes.stop(&request.pod_sandbox_id).await?;
+        Ok(StopPodSandboxResponse {})
+    }
+}

@@ -1,0 +1,493 @@
+//! Pod sandboxes: name reservation, creation with rollback, stop, removal and recovery.
+//! Records are written before the in-memory state changes; every step of a creation is
+//! undone when a later one fails, so a failed RunPodSandbox leaves nothing behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use corral_pod_sandbox::files::{self, DnsSettings};
+use corral_pod_sandbox::namespaces::{self, PinRequest};
+use corral_pod_sandbox::rollback::Rollback;
+use corral_pod_sandbox::{shm, sysctl};
+use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::pod_network::{self, PodNetwork};
+use crate::sandbox_record::{SandboxRecord, SandboxState, name_key};
+use crate::state::Table;
+
+/// Where sandboxes keep their files.
+#[derive(Debug, Clone)]
+pub struct SandboxPaths {
+    /// `<run_dir>/sandboxes`: one directory per sandbox.
+    pub sandboxes_dir: PathBuf,
+    /// Where network namespaces are pinned.
+    pub netns_dir: PathBuf,
+    /// The host's resolv.conf, for pods without DNS settings.
+    pub host_resolv_conf: PathBuf,
+    pub shm_size_bytes: u64,
+}
+
+enum NameSlot {
+    /// A RunPodSandbox for this name is in progress; the sender is dropped when it ends.
+    Creating(watch::Receiver<()>),
+    Owned(String),
+}
+
+/// All pod sandboxes.
+pub struct SandboxManager {
+    records: Table<SandboxRecord>,
+    names: Mutex<HashMap<String, NameSlot>>,
+    /// Serialises stop/remove of one sandbox.
+    operations: corral_keyed::KeyedLocks,
+    network: PodNetwork,
+    paths: SandboxPaths,
+}
+
+impl std::fmt::Debug for SandboxManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxManager")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A per-key async lock, local to the agent.
+mod corral_keyed {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Default)]
+    pub struct KeyedLocks {
+        slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    }
+
+    impl KeyedLocks {
+        pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+            let slot = {
+                let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                slots.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.try_lock().is_err());
+                Arc::clone(slots.entry(key.to_string()).or_default())
+            };
+            slot.lock_owned().await
+        }
+    }
+}
+
+impl SandboxManager {
+    /// Loads the records; a Ready sandbox whose namespaces are gone (after a reboot) becomes
+    /// NotReady.
+    pub async fn open(
+        state_dir: &Path,
+        network: PodNetwork,
+        paths: SandboxPaths,
+    ) -> Result<SandboxManager, Error> {
+        let records: Table<SandboxRecord> = Table::open(state_dir).await?;
+        let mut names = HashMap::new();
+        for record in records.list() {
+            names.insert(record.name_key(), NameSlot::Owned(record.id.clone()));
+            if record.state == SandboxState::Ready {
+                let pins: Vec<PathBuf> = [&record.netns, &record.ipcns, &record.utsns]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                let alive = tokio::task::spawn_blocking(move || {
+                    pins.iter().all(|p| namespaces::is_pinned(p))
+                })
+                .await
+                .unwrap_or(false);
+                if !alive {
+                    tracing::warn!(sandbox = %record.id, "pod namespaces are gone; marking NotReady");
+                    let mut updated = record.clone();
+                    updated.state = SandboxState::NotReady;
+                    records.put(&updated.id, updated.clone()).await?;
+                }
+            }
+        }
+        tracing::info!(sandboxes = records.list().len(), "sandboxes recovered");
+        Ok(SandboxManager {
+            records,
+            names: Mutex::new(names),
+            operations: corral_keyed::KeyedLocks::default(),
+            network,
+            paths,
+        })
+    }
+
+    /// A sandbox by full ID or unique prefix.
+    pub fn get(&self, id: &str) -> Option<SandboxRecord> {
+        if let Some(record) = self.records.get(id) {
+            return Some(record);
+        }
+        if id.len() < 6 {
+            return None;
+        }
+        let mut matches = self
+            .records
+            .list()
+            .into_iter()
+            .filter(|r| r.id.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(record), None) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Every sandbox.
+    pub fn list(&self) -> Vec<SandboxRecord> {
+        self.records.list()
+    }
+
+    /// The cached CNI result of a sandbox, for verbose status.
+    pub async fn network_result(&self, record: &SandboxRecord) -> Option<serde_json::Value> {
+        let network_name = record.network_name.clone()?;
+        self.network.cached_result(&network_name, &record.id).await
+    }
+
+    /// RunPodSandbox. A retry with the same name while the first attempt runs waits for it;
+    /// a retry after it succeeded gets the same sandbox.
+    pub async fn run(
+        &self,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String, Error> {
+        let metadata = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("sandbox config has no metadata".into()))?;
+        for (field, value) in [
+            ("name", &metadata.name),
+            ("namespace", &metadata.namespace),
+            ("uid", &metadata.uid),
+        ] {
+            if value.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "sandbox metadata {field} is required"
+                )));
+            }
+        }
+        if !runtime_handler.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "unknown runtime handler {runtime_handler:?}; corral has only the default handler"
+            )));
+        }
+        let key = name_key(
+            &metadata.name,
+            &metadata.namespace,
+            &metadata.uid,
+            metadata.attempt,
+        );
+        let done = loop {
+            let waiting = {
+                let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+                match names.get(&key) {
+                    Some(NameSlot::Owned(id)) => return Ok(id.clone()),
+                    Some(NameSlot::Creating(receiver)) => receiver.clone(),
+                    None => {
+                        let (sender, receiver) = watch::channel(());
+                        names.insert(key.clone(), NameSlot::Creating(receiver));
+                        break sender;
+                    }
+                }
+            };
+            let mut waiting = waiting;
+            // Returns when the running attempt ends (its sender is dropped).
+            while waiting.changed().await.is_ok() {}
+        };
+        let result = self.create(config, &metadata).await;
+        {
+            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            match &result {
+                Ok(id) => names.insert(key, NameSlot::Owned(id.clone())),
+                Err(_) => names.remove(&key),
+            };
+        }
+        drop(done);
+        result
+    }
+
+    async fn create(
+        &self,
+        config: PodSandboxConfig,
+        metadata: &k8s_cri::v1::PodSandboxMetadata,
+    ) -> Result<String, Error> {
+        let mut record = self.new_record(&config, metadata)?;
+        let linux = config.linux.clone().unwrap_or_default();
+        let sysctls = linux
+            .sysctls
+            .iter()
+            .map(|(k, v)| sysctl::parse_sysctl(k, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dns = config
+            .dns_config
+            .clone()
+            .map(|d| DnsSettings {
+                servers: d.servers,
+                searches: d.searches,
+                options: d.options,
+            })
+            .unwrap_or_default();
+
+        let local = record.clone();
+        let host_resolv_conf = self.paths.host_resolv_conf.clone();
+        let shm_size = self.paths.shm_size_bytes;
+        tokio::task::spawn_blocking(move || {
+            set_up_local(&local, sysctls, &dns, &host_resolv_conf, shm_size)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("sandbox task failed: {e}")))??;
+
+        if record.netns.is_some() {
+            match self.network.attach(&record).await {
+                Ok((network_name, ips)) => {
+                    record.network_name = Some(network_name);
+                    record.ips = ips.iter().map(IpAddr::to_string).collect();
+                }
+                Err(error) => {
+                    self.network.detach_uncached(&record).await;
+                    tear_down_local(&record).await;
+                    return Err(error);
+                }
+            }
+        }
+        let finish = async {
+            let ips: Vec<IpAddr> = record.ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+            let hosts = files::hosts_file(&record.hostname, &ips);
+            let hosts_path = record.dir.join("hosts");
+            tokio::task::spawn_blocking(move || files::write_file(&hosts_path, &hosts))
+                .await
+                .map_err(|e| Error::Internal(format!("sandbox task failed: {e}")))??;
+            self.records.put(&record.id, record.clone()).await?;
+            Ok::<(), Error>(())
+        };
+        if let Err(error) = finish.await {
+            if let Some(network_name) = &record.network_name {
+                if let Err(del_error) = self.network.detach(&record, network_name).await {
+                    tracing::warn!(sandbox = %record.id, error = %del_error, "CNI DEL during rollback failed");
+                }
+            }
+            tear_down_local(&record).await;
+            return Err(error);
+        }
+        tracing::info!(sandbox = %record.id, pod = %record.name, namespace = %record.namespace,
+            ips = ?record.ips, "pod sandbox ready");
+        Ok(record.id)
+    }
+
+    fn new_record(
+        &self,
+        config: &PodSandboxConfig,
+        metadata: &k8s_cri::v1::PodSandboxMetadata,
+    ) -> Result<SandboxRecord, Error> {
+        let linux = config.linux.clone().unwrap_or_default();
+        let options = linux
+            .security_context
+            .as_ref()
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let mode = |value: i32| NamespaceMode::try_from(value).unwrap_or(NamespaceMode::Pod);
+        let host_network = mode(options.network) == NamespaceMode::Node;
+        let host_ipc = mode(options.ipc) == NamespaceMode::Node;
+        corral_pod_sandbox::validate_cgroup_parent(&linux.cgroup_parent)?;
+        let hostname = if config.hostname.is_empty() {
+            metadata.name.chars().take(63).collect()
+        } else {
+            config.hostname.clone()
+        };
+        if !host_network {
+            files::validate_hostname(&hostname)?;
+        }
+        let id = new_id()?;
+        let dir = self.paths.sandboxes_dir.join(&id);
+        let created_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        Ok(SandboxRecord {
+            name: metadata.name.clone(),
+            namespace: metadata.namespace.clone(),
+            uid: metadata.uid.clone(),
+            attempt: metadata.attempt,
+            state: SandboxState::Ready,
+            created_at,
+            labels: config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+            annotations: config
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            runtime_handler: String::new(),
+            hostname,
+            log_directory: config.log_directory.clone(),
+            cgroup_parent: linux.cgroup_parent.clone(),
+            network_mode: options.network,
+            pid_mode: options.pid,
+            ipc_mode: options.ipc,
+            netns: (!host_network)
+                .then(|| self.paths.netns_dir.join(format!("corral-{}", &id[..24]))),
+            ipcns: (!host_ipc).then(|| dir.join("ns").join("ipc")),
+            utsns: (!host_network).then(|| dir.join("ns").join("uts")),
+            shm: (!host_ipc).then(|| dir.join("shm")),
+            port_mappings: pod_network::port_mappings(&config.port_mappings)?,
+            network_name: None,
+            ips: Vec::new(),
+            dir,
+            id,
+        })
+    }
+
+    /// StopPodSandbox: detaches the network, unpins the network namespace and unmounts
+    /// /dev/shm. Idempotent; an unknown ID is success.
+    pub async fn stop(&self, id: &str) -> Result<(), Error> {
+        let Some(record) = self.get(id) else {
+            return Ok(());
+        };
+        let _operation = self.operations.lock(&record.id).await;
+        let Some(mut record) = self.records.get(&record.id) else {
+            return Ok(());
+        };
+        if let Some(network_name) = &record.network_name {
+            self.network.detach(&record, network_name).await?;
+        }
+        let released = record.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            if let Some(netns) = &released.netns {
+                namespaces::unpin(netns)?;
+            }
+            if let Some(path) = &released.shm {
+                shm::unmount_shm(path)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("sandbox task failed: {e}")))??;
+        if record.state != SandboxState::NotReady {
+            record.state = SandboxState::NotReady;
+            self.records.put(&record.id, record.clone()).await?;
+            tracing::info!(sandbox = %record.id, "pod sandbox stopped");
+        }
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops it if needed, then removes namespaces, files and the record.
+    /// Idempotent; an unknown ID is success.
+    pub async fn remove(&self, id: &str) -> Result<(), Error> {
+        let Some(record) = self.get(id) else {
+            return Ok(());
+        };
+        self.stop(&record.id).await?;
+        let _operation = self.operations.lock(&record.id).await;
+        let Some(record) = self.records.get(&record.id) else {
+            return Ok(());
+        };
+        tear_down_local(&record).await;
+        self.records.remove(&record.id).await?;
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&record.name_key());
+        tracing::info!(sandbox = %record.id, "pod sandbox removed");
+        Ok(())
+    }
+}
+
+/// Sandbox directory, namespaces, files and /dev/shm; undone step by step on failure.
+fn set_up_local(
+    record: &SandboxRecord,
+    sysctls: Vec<sysctl::Sysctl>,
+    dns: &DnsSettings,
+    host_resolv_conf: &Path,
+    shm_size: u64,
+) -> Result<(), Error> {
+    let mut rollback = Rollback::new();
+    std::fs::create_dir_all(&record.dir)
+        .map_err(|e| Error::Internal(format!("create {}: {e}", record.dir.display())))?;
+    let dir = record.dir.clone();
+    rollback.push("sandbox dir", move || {
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+    let resolv = files::resolv_conf(dns, host_resolv_conf)?;
+    files::write_file(&record.dir.join("resolv.conf"), &resolv)?;
+    files::write_file(
+        &record.dir.join("hostname"),
+        &format!("{}\n", record.hostname),
+    )?;
+    files::write_file(
+        &record.dir.join("hosts"),
+        &files::hosts_file(&record.hostname, &[]),
+    )?;
+
+    let request = PinRequest {
+        net: record.netns.clone(),
+        ipc: record.ipcns.clone(),
+        uts: record.utsns.clone(),
+        hostname: Some(record.hostname.clone()),
+        sysctls,
+    };
+    namespaces::pin_namespaces(request)?;
+    let pins: Vec<PathBuf> = [&record.netns, &record.ipcns, &record.utsns]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    rollback.push("pinned namespaces", move || {
+        for pin in &pins {
+            let _ = namespaces::unpin(pin);
+        }
+    });
+    if let Some(path) = &record.shm {
+        shm::mount_shm(path, shm_size)?;
+        let path = path.clone();
+        rollback.push("shm", move || {
+            let _ = shm::unmount_shm(&path);
+        });
+    }
+    rollback.disarm();
+    Ok(())
+}
+
+/// Undoes everything local to the sandbox: pins, shm, directory. Missing parts are fine.
+async fn tear_down_local(record: &SandboxRecord) {
+    let record = record.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        for pin in [&record.netns, &record.ipcns, &record.utsns]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(error) = namespaces::unpin(pin) {
+                tracing::warn!(sandbox = %record.id, %error, "could not unpin namespace");
+            }
+        }
+        if let Some(path) = &record.shm {
+            if let Err(error) = shm::unmount_shm(path) {
+                tracing::warn!(sandbox = %record.id, %error, "could not unmount shm");
+            }
+        }
+        match std::fs::remove_dir_all(&record.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(sandbox = %record.id, %error, "could not remove sandbox dir")
+            }
+        }
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "sandbox teardown task failed");
+    }
+}
+
+/// A new 64-hex-character sandbox ID.
+fn new_id() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
