@@ -31,6 +31,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// PID 1 of a pod's shared PID namespace (started by `corral serve`, not by hand).
+    #[command(hide = true)]
+    PodInit {
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        #[arg(long)]
+        ipcns: Option<PathBuf>,
+        #[arg(long)]
+        utsns: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +67,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::PodInit {
+            netns,
+            ipcns,
+            utsns,
+        } => {
+            let namespaces = corral_pod_sandbox::pid_init::PodNamespaces {
+                net: netns,
+                ipc: ipcns,
+                uts: utsns,
+            };
+            Ok(corral_pod_sandbox::pid_init::run_pod_init(&namespaces)?)
+        }
         Command::Serve { config, log_format } => {
             let mut config = load_config(config)?;
             if let Some(format) = log_format {

@@ -56,6 +56,11 @@ pub struct SandboxRecord {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pod's shared PID namespace (pid mode POD): its pin and its init's host PID.
+    #[serde(default)]
+    pub pidns: Option<PathBuf>,
+    #[serde(default)]
+    pub pid_init: Option<u32>,
     /// The sandbox directory (hostname, hosts, resolv.conf, shm).
     pub dir: PathBuf,
     pub shm: Option<PathBuf>,

@@ -33,6 +33,8 @@ impl CriService {
                 "netns": record.netns,
                 "ipcns": record.ipcns,
                 "utsns": record.utsns,
+                "pidns": record.pidns,
+                "podInitPid": record.pid_init,
                 "shm": record.shm,
                 "hostname": record.hostname,
                 "cgroupParent": record.cgroup_parent,

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use corral_pod_sandbox::files::{self, DnsSettings};
 use corral_pod_sandbox::namespaces::{self, PinRequest};
+use corral_pod_sandbox::pid_init::{self, PodNamespaces};
 use corral_pod_sandbox::rollback::Rollback;
 use corral_pod_sandbox::{shm, sysctl};
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
@@ -96,8 +97,10 @@ impl SandboxManager {
                     .flatten()
                     .cloned()
                     .collect();
+                let init = record.pid_init.zip(record.pidns.clone());
                 let alive = tokio::task::spawn_blocking(move || {
                     pins.iter().all(|p| namespaces::is_pinned(p))
+                        && init.is_none_or(|(pid, pin)| pid_init::is_pod_init(pid, &pin))
                 })
                 .await
                 .unwrap_or(false);
@@ -236,7 +239,7 @@ impl SandboxManager {
         let local = record.clone();
         let host_resolv_conf = self.paths.host_resolv_conf.clone();
         let shm_size = self.paths.shm_size_bytes;
-        tokio::task::spawn_blocking(move || {
+        record.pid_init = tokio::task::spawn_blocking(move || {
             set_up_local(&local, sysctls, &dns, &host_resolv_conf, shm_size)
         })
         .await
@@ -293,6 +296,7 @@ impl SandboxManager {
         let mode = |value: i32| NamespaceMode::try_from(value).unwrap_or(NamespaceMode::Pod);
         let host_network = mode(options.network) == NamespaceMode::Node;
         let host_ipc = mode(options.ipc) == NamespaceMode::Node;
+        let pod_pid = mode(options.pid) == NamespaceMode::Pod;
         corral_pod_sandbox::validate_cgroup_parent(&linux.cgroup_parent)?;
         let hostname = if config.hostname.is_empty() {
             metadata.name.chars().take(63).collect()
@@ -335,6 +339,8 @@ impl SandboxManager {
                 .then(|| self.paths.netns_dir.join(format!("corral-{}", &id[..24]))),
             ipcns: (!host_ipc).then(|| dir.join("ns").join("ipc")),
             utsns: (!host_network).then(|| dir.join("ns").join("uts")),
+            pidns: pod_pid.then(|| dir.join("ns").join("pid")),
+            pid_init: None,
             shm: (!host_ipc).then(|| dir.join("shm")),
             port_mappings: pod_network::port_mappings(&config.port_mappings)?,
             network_name: None,
@@ -359,6 +365,9 @@ impl SandboxManager {
         }
         let released = record.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            if let (Some(pid), Some(pin)) = (released.pid_init, &released.pidns) {
+                pid_init::kill_pod_init(pid, Some(pin));
+            }
             if let Some(netns) = &released.netns {
                 namespaces::unpin(netns)?;
             }
@@ -399,14 +408,15 @@ impl SandboxManager {
     }
 }
 
-/// Sandbox directory, namespaces, files and /dev/shm; undone step by step on failure.
+/// Sandbox directory, namespaces, files, /dev/shm and the pod's init (when it shares a PID
+/// namespace, whose init's PID is returned); undone step by step on failure.
 fn set_up_local(
     record: &SandboxRecord,
     sysctls: Vec<sysctl::Sysctl>,
     dns: &DnsSettings,
     host_resolv_conf: &Path,
     shm_size: u64,
-) -> Result<(), Error> {
+) -> Result<Option<u32>, Error> {
     let mut rollback = Rollback::new();
     std::fs::create_dir_all(&record.dir)
         .map_err(|e| Error::Internal(format!("create {}: {e}", record.dir.display())))?;
@@ -450,15 +460,35 @@ fn set_up_local(
             let _ = shm::unmount_shm(&path);
         });
     }
+    let mut init = None;
+    if let Some(pin) = &record.pidns {
+        let exe =
+            std::env::current_exe().map_err(|e| Error::Internal(format!("own executable: {e}")))?;
+        let pod = PodNamespaces {
+            net: record.netns.clone(),
+            ipc: record.ipcns.clone(),
+            uts: record.utsns.clone(),
+        };
+        let pid = pid_init::start_pod_init(&exe, &pod, pin)?;
+        let pin = pin.clone();
+        rollback.push("pod init", move || {
+            pid_init::kill_pod_init(pid, Some(&pin));
+            let _ = namespaces::unpin(&pin);
+        });
+        init = Some(pid);
+    }
     rollback.disarm();
-    Ok(())
+    Ok(init)
 }
 
 /// Undoes everything local to the sandbox: pins, shm, directory. Missing parts are fine.
 async fn tear_down_local(record: &SandboxRecord) {
     let record = record.clone();
     let result = tokio::task::spawn_blocking(move || {
-        for pin in [&record.netns, &record.ipcns, &record.utsns]
+        if let (Some(pid), Some(pin)) = (record.pid_init, &record.pidns) {
+            pid_init::kill_pod_init(pid, Some(pin));
+        }
+        for pin in [&record.netns, &record.ipcns, &record.utsns, &record.pidns]
             .into_iter()
             .flatten()
         {

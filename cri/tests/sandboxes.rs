@@ -161,6 +161,22 @@ fn assert_nothing_left(agent: &TestAgent, network: Option<&TestNetwork>) {
     }
 }
 
+/// The host PID of the pod's init (pods share a PID namespace by default).
+async fn pod_init_pid(agent: &TestAgent, id: &str) -> u32 {
+    let mut client = agent.client().await.unwrap();
+    let verbose = client
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    u32::try_from(info["podInitPid"].as_u64().expect("init pid")).unwrap()
+}
+
 fn netns_path(agent: &TestAgent, id: &str) -> std::path::PathBuf {
     agent.netns_dir.join(format!("corral-{}", &id[..24]))
 }
@@ -498,13 +514,20 @@ async fn test_pod_whose_namespaces_vanished_is_not_ready_and_removable() {
     let mut agent = TestAgent::start().await.unwrap();
     let network = TestNetwork::install(&agent, &[]).unwrap();
     let id = run(&agent, pod_config("rebooted")).await.unwrap();
+    let init_pid = pod_init_pid(&agent, &id).await;
     agent.kill9().await.unwrap();
-    // As after a reboot: the pins and the sandbox directory are gone.
+    // As after a reboot: the pod's processes, the pins and the sandbox directory are gone.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(init_pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let dir = sandbox_dir(&agent, &id);
     for pin in [
         netns_path(&agent, &id),
         dir.join("ns/ipc"),
         dir.join("ns/uts"),
+        dir.join("ns/pid"),
         dir.join("shm"),
     ] {
         let _ = nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH);
@@ -518,5 +541,60 @@ async fn test_pod_whose_namespaces_vanished_is_not_ready_and_removable() {
     );
     stop_and_remove(&agent, &id).await;
     assert!(list_ids(&agent, None).await.is_empty());
+    assert_nothing_left(&agent, Some(&network));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pod_pid_namespace_has_an_init_that_goes_with_the_pod() {
+    let agent = TestAgent::start().await.unwrap();
+    let network = TestNetwork::install(&agent, &[]).unwrap();
+    let mut config = pod_config("shared-pid");
+    config.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..NamespaceOption::default()
+            }),
+            ..LinuxSandboxSecurityContext::default()
+        }),
+        ..LinuxPodSandboxConfig::default()
+    });
+    let id = run(&agent, config).await.unwrap();
+    let init_pid = pod_init_pid(&agent, &id).await;
+    // PID 1 of its namespace: the last NSpid entry.
+    let proc_status = std::fs::read_to_string(format!("/proc/{init_pid}/status")).unwrap();
+    let nspid = proc_status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .unwrap();
+    assert!(nspid.split_whitespace().last() == Some("1"), "{nspid}");
+    let cmdline = std::fs::read(format!("/proc/{init_pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("pod-init"),
+        "{cmdline:?}"
+    );
+    let init_ns = std::fs::read_link(format!("/proc/{init_pid}/ns/pid")).unwrap();
+    let self_ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    assert_ne!(
+        init_ns, self_ns,
+        "the init lives in a PID namespace of its own"
+    );
+    let init_net = std::fs::read_link(format!("/proc/{init_pid}/ns/net")).unwrap();
+    let pod_net = std::fs::metadata(netns_path(&agent, &id)).unwrap();
+    assert!(
+        init_net
+            .to_string_lossy()
+            .contains(&std::os::unix::fs::MetadataExt::ino(&pod_net).to_string())
+    );
+    stop_and_remove(&agent, &id).await;
+    assert!(
+        !Path::new(&format!("/proc/{init_pid}/cmdline")).exists() || {
+            // A zombie until the host's init reaps it: not running any more.
+            let stat =
+                std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
+            stat.contains(") Z ")
+        },
+        "the pod's init is gone"
+    );
     assert_nothing_left(&agent, Some(&network));
 }

@@ -9,6 +9,7 @@ mod config;
 mod error;
 pub mod files;
 pub mod namespaces;
+pub mod pid_init;
 pub mod rollback;
 pub mod shm;
 pub mod sysctl;
