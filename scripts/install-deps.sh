@@ -7,7 +7,8 @@ set -eu
 # docker-registry, busybox-static: the registry fixture and the test images of the node tests.
 # containernetworking-plugins, iptables: pod networking (bridge, host-local, portmap, loopback).
 # iproute2, iputils-ping, procps, util-linux: namespaces, links, process and mount checks.
-PACKAGES="protobuf-compiler docker-registry busybox-static containernetworking-plugins iptables
+# libseccomp-dev, pkg-config: the container monitor links libseccomp (through libcontainer).
+PACKAGES="protobuf-compiler libseccomp-dev pkg-config docker-registry busybox-static containernetworking-plugins iptables
 iproute2 iputils-ping procps util-linux ca-certificates"
 
 missing=""

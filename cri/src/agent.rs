@@ -64,6 +64,8 @@ impl Agent {
             config.root.join("images"),
             config.root.join("state").join("images"),
             config.images.clone(),
+            // Containers arrive with the container issue; none hold layers yet.
+            std::collections::HashMap::new(),
         )
         .await?;
         let network = Arc::new(corral_cni::NetworkLoader::new(config.cni.clone()));

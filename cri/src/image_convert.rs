@@ -45,6 +45,7 @@ mod tests {
             layers: Vec::new(),
             layer_sizes: Vec::new(),
             chain_ids: Vec::new(),
+            blobs: Vec::new(),
         }
     }
 

@@ -34,6 +34,9 @@ pub struct ImageCatalog {
     /// Pulls hold it shared while they use layers that no record names yet; removing layers
     /// takes it exclusively, so a layer a running pull relies on is never removed under it.
     layer_gc: RwLock<()>,
+    /// Layers that containers use (their rootfs lower dirs), by container ID: kept even when
+    /// their image is removed, until the container is.
+    held: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 /// Records are stored under the hex of the image ID (a plain file name).
@@ -43,11 +46,13 @@ fn record_id(image_id: &str) -> &str {
 
 impl ImageCatalog {
     /// Opens the stores under `root`, loads the records, drops records whose layers are gone
-    /// and removes layers no record uses (left by a pull that crashed before its record).
+    /// and removes layers neither a record nor a container (`held`, by container ID) uses:
+    /// those a pull that crashed before its record left behind.
     pub async fn open(
         root: PathBuf,
         state_dir: PathBuf,
         config: corral_image_service::Config,
+        held: std::collections::HashMap<String, Vec<String>>,
     ) -> Result<ImageCatalog, Error> {
         let pinned = config
             .pinned_images
@@ -62,6 +67,7 @@ impl ImageCatalog {
         let records: Table<ImageRecord> = Table::open(&state_dir).await?;
         let layers = Arc::clone(puller.layers());
         let loaded = records.list();
+        let held_chain_ids: BTreeSet<String> = held.values().flatten().cloned().collect();
         let (valid, invalid, orphans) = blocking(move || {
             let (mut valid, mut invalid) = (Vec::new(), Vec::new());
             for record in loaded {
@@ -75,10 +81,11 @@ impl ImageCatalog {
                     invalid.push(record);
                 }
             }
-            let used: BTreeSet<String> = valid
+            let mut used: BTreeSet<String> = valid
                 .iter()
                 .flat_map(|r| r.chain_ids.iter().cloned())
                 .collect();
+            used.extend(held_chain_ids);
             let orphans: Vec<Digest> = layers
                 .list()?
                 .into_iter()
@@ -107,6 +114,7 @@ impl ImageCatalog {
             root,
             usage: std::sync::Mutex::new(ImageUsage::default()),
             layer_gc: RwLock::new(()),
+            held: std::sync::Mutex::new(held),
         };
         catalog.refresh_usage().await;
         Ok(catalog)
@@ -159,7 +167,7 @@ impl ImageCatalog {
         let image = index.get(&pulled.id).cloned().unwrap_or(pulled);
         drop(index);
         drop(layers_in_use);
-        self.remove_unused_layers(candidates).await;
+        self.remove_unused(candidates).await;
         Ok(image)
     }
 
@@ -184,7 +192,7 @@ impl ImageCatalog {
         self.persist(&changes).await?;
         index.apply(&changes);
         drop(index);
-        self.remove_unused_layers(candidates).await;
+        self.remove_unused(candidates).await;
         Ok(())
     }
 
@@ -223,11 +231,68 @@ impl ImageCatalog {
         Ok(())
     }
 
-    /// Removes those of `candidates` that no image uses (checked again under the GC lock).
-    async fn remove_unused_layers(&self, candidates: BTreeSet<String>) {
+    /// Keeps `chain_ids` on disk while the container exists (also called at recovery).
+    pub fn hold_layers(&self, container_id: &str, chain_ids: Vec<String>) {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(container_id.to_string(), chain_ids);
+    }
+
+    /// The container is gone: its layers go too if no image or other container uses them.
+    pub async fn release_layers(&self, container_id: &str) {
+        let released = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(container_id);
+        if let Some(chain_ids) = released {
+            let deleted = Deleted {
+                chain_ids: chain_ids.into_iter().collect(),
+                blobs: BTreeSet::new(),
+            };
+            self.remove_unused(deleted).await;
+        }
+    }
+
+    /// Removes the layers and blobs of deleted images that no image or container uses
+    /// (checked again under the GC lock).
+    async fn remove_unused(&self, deleted: Deleted) {
+        let Deleted {
+            chain_ids: candidates,
+            blobs,
+        } = deleted;
+        if !blobs.is_empty() {
+            let in_use = self.index.read().await.blobs_in_use();
+            let unused: Vec<Digest> = blobs
+                .iter()
+                .filter(|b| !in_use.contains(*b))
+                .filter_map(|b| Digest::parse(b).ok())
+                .collect();
+            let content = Arc::clone(self.puller.content());
+            let removed = tokio::task::spawn_blocking(move || {
+                for blob in &unused {
+                    if let Err(error) = content.remove(blob) {
+                        tracing::warn!(blob = %blob, %error, "could not remove unused blob");
+                    }
+                }
+            })
+            .await;
+            if let Err(error) = removed {
+                tracing::warn!(%error, "blob removal task failed");
+            }
+        }
         if !candidates.is_empty() {
             let _gc = self.layer_gc.write().await;
-            let in_use = self.index.read().await.chain_ids_in_use();
+            let mut in_use = self.index.read().await.chain_ids_in_use();
+            in_use.extend(
+                self.held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .flatten()
+                    .cloned(),
+            );
             let unused: Vec<Digest> = candidates
                 .iter()
                 .filter(|c| !in_use.contains(*c))
@@ -295,13 +360,29 @@ async fn blocking<R: Send + 'static>(
 }
 
 /// Chain IDs of the images `changes` delete: candidates for removal once persisted.
-fn deleted_layers(index: &ImageIndex, changes: &[Change]) -> BTreeSet<String> {
-    changes
+fn deleted_layers(index: &ImageIndex, changes: &[Change]) -> Deleted {
+    let deleted: Vec<&ImageRecord> = changes
         .iter()
         .filter_map(|change| match change {
             Change::Delete(id) => index.get(id),
             Change::Put(_) => None,
         })
-        .flat_map(|image| image.chain_ids.iter().cloned())
-        .collect()
+        .collect();
+    Deleted {
+        chain_ids: deleted
+            .iter()
+            .flat_map(|i| i.chain_ids.iter().cloned())
+            .collect(),
+        blobs: deleted
+            .iter()
+            .flat_map(|i| i.blobs.iter().cloned())
+            .collect(),
+    }
+}
+
+/// What deleted images leave behind: candidates for removal once nothing uses them.
+#[derive(Debug, Default)]
+struct Deleted {
+    chain_ids: BTreeSet<String>,
+    blobs: BTreeSet<String>,
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod image_convert;
 pub mod images;
 pub mod logging;
+pub mod names;
 pub mod pod_network;
 pub mod request_log;
 pub mod sandbox_record;

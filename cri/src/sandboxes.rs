@@ -2,10 +2,9 @@
 //! Records are written before the in-memory state changes; every step of a creation is
 //! undone when a later one fails, so a failed RunPodSandbox leaves nothing behind.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use corral_pod_sandbox::files::{self, DnsSettings};
@@ -14,9 +13,9 @@ use corral_pod_sandbox::pid_init::{self, PodNamespaces};
 use corral_pod_sandbox::rollback::Rollback;
 use corral_pod_sandbox::{shm, sysctl};
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
-use tokio::sync::watch;
 
 use crate::error::Error;
+use crate::names::{NameRegistry, Reservation};
 use crate::pod_network::{self, PodNetwork};
 use crate::sandbox_record::{SandboxRecord, SandboxState, name_key};
 use crate::state::Table;
@@ -33,16 +32,10 @@ pub struct SandboxPaths {
     pub shm_size_bytes: u64,
 }
 
-enum NameSlot {
-    /// A RunPodSandbox for this name is in progress; the sender is dropped when it ends.
-    Creating(watch::Receiver<()>),
-    Owned(String),
-}
-
 /// All pod sandboxes.
 pub struct SandboxManager {
     records: Table<SandboxRecord>,
-    names: Mutex<HashMap<String, NameSlot>>,
+    names: NameRegistry,
     /// Serialises stop/remove of one sandbox.
     operations: corral_keyed::KeyedLocks,
     network: PodNetwork,
@@ -88,9 +81,9 @@ impl SandboxManager {
         paths: SandboxPaths,
     ) -> Result<SandboxManager, Error> {
         let records: Table<SandboxRecord> = Table::open(state_dir).await?;
-        let mut names = HashMap::new();
+        let names = NameRegistry::default();
         for record in records.list() {
-            names.insert(record.name_key(), NameSlot::Owned(record.id.clone()));
+            names.insert(record.name_key(), record.id.clone());
             if record.state == SandboxState::Ready {
                 let pins: Vec<PathBuf> = [&record.netns, &record.ipcns, &record.utsns]
                     .into_iter()
@@ -115,7 +108,7 @@ impl SandboxManager {
         tracing::info!(sandboxes = records.list().len(), "sandboxes recovered");
         Ok(SandboxManager {
             records,
-            names: Mutex::new(names),
+            names,
             operations: corral_keyed::KeyedLocks::default(),
             network,
             paths,
@@ -185,33 +178,13 @@ impl SandboxManager {
             &metadata.uid,
             metadata.attempt,
         );
-        let done = loop {
-            let waiting = {
-                let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-                match names.get(&key) {
-                    Some(NameSlot::Owned(id)) => return Ok(id.clone()),
-                    Some(NameSlot::Creating(receiver)) => receiver.clone(),
-                    None => {
-                        let (sender, receiver) = watch::channel(());
-                        names.insert(key.clone(), NameSlot::Creating(receiver));
-                        break sender;
-                    }
-                }
-            };
-            let mut waiting = waiting;
-            // Returns when the running attempt ends (its sender is dropped).
-            while waiting.changed().await.is_ok() {}
+        let guard = match self.names.reserve(&key).await {
+            Reservation::Existing(id) => return Ok(id),
+            Reservation::Reserved(guard) => guard,
         };
-        let result = self.create(config, &metadata).await;
-        {
-            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-            match &result {
-                Ok(id) => names.insert(key, NameSlot::Owned(id.clone())),
-                Err(_) => names.remove(&key),
-            };
-        }
-        drop(done);
-        result
+        let id = self.create(config, &metadata).await?;
+        guard.finish(&id);
+        Ok(id)
     }
 
     async fn create(
@@ -399,10 +372,7 @@ impl SandboxManager {
         };
         tear_down_local(&record).await;
         self.records.remove(&record.id).await?;
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&record.name_key());
+        self.names.release(&record.name_key());
         tracing::info!(sandbox = %record.id, "pod sandbox removed");
         Ok(())
     }

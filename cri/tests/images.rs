@@ -400,6 +400,8 @@ async fn test_remove_by_tag_keeps_other_tags() {
         layer_dirs(&s.agent).is_empty(),
         "layers go with the last image"
     );
+    let blobs = images_root(&s.agent).join("content/blobs/sha256");
+    assert_eq!(dir_entries(&blobs), 0, "blobs go with the last image");
     remove(&s.agent, &two).await; // unknown now: still success
     remove(
         &s.agent,

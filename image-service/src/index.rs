@@ -29,6 +29,9 @@ pub struct ImageRecord {
     pub layer_sizes: Vec<u64>,
     /// Chain IDs of the layers, bottom first (the unpacked layer directories).
     pub chain_ids: Vec<String>,
+    /// Every content-store blob of the image: index, manifest, config, layers.
+    #[serde(default)]
+    pub blobs: Vec<String>,
 }
 
 /// A change to persist.
@@ -101,6 +104,14 @@ impl ImageIndex {
             (Some(image), None) => Some(image),
             _ => None,
         }
+    }
+
+    /// Content-store blobs some image still uses.
+    pub fn blobs_in_use(&self) -> BTreeSet<String> {
+        self.images
+            .values()
+            .flat_map(|image| image.blobs.iter().cloned())
+            .collect()
     }
 
     /// Chain IDs some image still uses.
@@ -211,6 +222,7 @@ mod tests {
             layers: Vec::new(),
             layer_sizes: Vec::new(),
             chain_ids: vec![format!("chain-{id}")],
+            blobs: Vec::new(),
         }
     }
 

@@ -265,6 +265,11 @@ impl Puller {
                 .map(|l| l.size.max(0) as u64)
                 .collect(),
             chain_ids: chain.iter().map(ToString::to_string).collect(),
+            blobs: std::iter::once(resolved.top_digest.to_string())
+                .chain(resolved.image_manifest.as_ref().map(|(d, _)| d.to_string()))
+                .chain(std::iter::once(resolved.config.digest.clone()))
+                .chain(resolved.layers.iter().map(|l| l.digest.clone()))
+                .collect(),
         })
     }
 
