@@ -17,6 +17,7 @@ run: deps release
 
 ## make test: everything CI runs (formatting, lints, unit and node tests, leak check).
 test: deps lint
+	$(CARGO) build --workspace --bins --locked
 	@status=0; \
 	$(CARGO) test --workspace --locked --no-fail-fast || status=$$?; \
 	./scripts/leak-check.sh || status=1; \

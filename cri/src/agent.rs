@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::containers::{ContainerManager, ContainerPaths};
 use crate::error::Error;
 use crate::images::ImageCatalog;
 use crate::pod_network::PodNetwork;
@@ -33,6 +34,7 @@ pub struct Agent {
     pub network: Arc<corral_cni::NetworkLoader>,
     pub images: ImageCatalog,
     pub sandboxes: SandboxManager,
+    pub containers: ContainerManager,
     pub host: HostChecks,
     _lock: StateLock,
 }
@@ -60,14 +62,17 @@ impl Agent {
             .map_err(|e| StateError::Task(e.to_string()))??
         };
         let node = Table::open(&config.root.join("state").join("node")).await?;
+        let container_records =
+            ContainerManager::load(&config.root.join("state").join("containers")).await?;
         let images = ImageCatalog::open(
             config.root.join("images"),
             config.root.join("state").join("images"),
             config.images.clone(),
-            // Containers arrive with the container issue; none hold layers yet.
-            std::collections::HashMap::new(),
+            ContainerManager::held_layers(&container_records),
         )
         .await?;
+        let containers =
+            ContainerManager::open(container_records, container_paths(&config)?).await?;
         let network = Arc::new(corral_cni::NetworkLoader::new(config.cni.clone()));
         let pod_network = PodNetwork::new(
             Arc::clone(&network),
@@ -94,6 +99,7 @@ impl Agent {
             network,
             images,
             sandboxes,
+            containers,
             host,
             _lock: lock,
         })
@@ -123,6 +129,33 @@ impl HostChecks {
         }
         HostChecks { missing }
     }
+}
+
+fn container_paths(config: &Config) -> Result<ContainerPaths, Error> {
+    let monitor_binary = if config.runtime.monitor_path.as_os_str().is_empty() {
+        let exe =
+            std::env::current_exe().map_err(|e| Error::Internal(format!("own executable: {e}")))?;
+        exe.with_file_name("corral-monitor")
+    } else {
+        config.runtime.monitor_path.clone()
+    };
+    Ok(ContainerPaths {
+        layers_dir: config.root.join("containers"),
+        bundles_dir: config.run_dir.join("containers"),
+        exits_dir: config.run_dir.join("exits"),
+        sockets_dir: config.run_dir.join("sockets"),
+        libcontainer_root: config.run_dir.join("libcontainer"),
+        monitor_binary,
+        log_max_line_bytes: config.runtime.log_max_line_bytes,
+        host: corral_runtime::spec::HostLimits {
+            // Negative values need CAP_SYS_RESOURCE, which this agent may lack; the spec
+            // clamps to what an unprivileged write accepts.
+            min_oom_score_adj: 0,
+            apparmor_supported: std::path::Path::new("/sys/kernel/security/apparmor").exists(),
+            seccomp_profile_root: config.runtime.seccomp_profile_root.clone(),
+            volume_dir: config.root.join("containers"),
+        },
+    })
 }
 
 fn create_dir(path: &Path, mode: u32) -> Result<(), StateError> {

@@ -25,6 +25,12 @@ pub enum Error {
     /// Setting up or tearing down a pod sandbox failed.
     #[error(transparent)]
     Sandbox(#[from] corral_pod_sandbox::Error),
+    /// No such object.
+    #[error("{0}")]
+    NotFound(String),
+    /// The container runtime (spec, rootfs, monitor) failed.
+    #[error(transparent)]
+    Runtime(#[from] corral_runtime::Error),
     /// Something that should not fail did.
     #[error("{0}")]
     Internal(String),
@@ -41,6 +47,11 @@ impl From<Error> for Status {
                 Status::internal(error.to_string())
             }
             Error::FailedPrecondition(message) => Status::failed_precondition(message.clone()),
+            Error::NotFound(message) => Status::not_found(message.clone()),
+            Error::Runtime(
+                corral_runtime::Error::InvalidArgument(_) | corral_runtime::Error::Unsupported(_),
+            ) => Status::invalid_argument(error.to_string()),
+            Error::Runtime(_) => Status::internal(error.to_string()),
             Error::Sandbox(corral_pod_sandbox::Error::InvalidArgument(message)) => {
                 Status::invalid_argument(message.clone())
             }

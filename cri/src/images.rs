@@ -144,6 +144,11 @@ impl ImageCatalog {
         Ok(found.cloned())
     }
 
+    /// The short path of an unpacked layer, for overlay lower dirs.
+    pub fn layer_short_path(&self, chain_id: &Digest) -> PathBuf {
+        self.puller.layers().short_path(chain_id)
+    }
+
     /// Every image.
     pub async fn list(&self) -> Vec<ImageRecord> {
         self.index.read().await.list().cloned().collect()

@@ -4,7 +4,10 @@
 pub mod agent;
 pub mod client;
 pub mod config;
+pub mod container_record;
+pub mod containers;
 pub mod error;
+pub mod exit_watch;
 pub mod image_convert;
 pub mod images;
 pub mod logging;
@@ -18,6 +21,12 @@ pub mod service;
 pub mod socket;
 pub mod state;
 
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_start;
+mod container_status;
+mod container_stop;
 mod image_fs_info;
 mod image_list;
 mod image_pull;

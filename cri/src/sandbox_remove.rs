@@ -11,6 +11,12 @@ impl CriService {
         &self,
         request: RemovePodSandboxRequest,
     ) -> Result<RemovePodSandboxResponse, Status> {
+        if let Some(sandbox) = self.agent.sandboxes.get(&request.pod_sandbox_id) {
+            self.agent
+                .containers
+                .remove_all_in(&sandbox.id, &self.agent.images)
+                .await?;
+        }
         self.agent.sandboxes.remove(&request.pod_sandbox_id).await?;
         Ok(RemovePodSandboxResponse {})
     }

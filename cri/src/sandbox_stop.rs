@@ -11,6 +11,9 @@ impl CriService {
         &self,
         request: StopPodSandboxRequest,
     ) -> Result<StopPodSandboxResponse, Status> {
+        if let Some(sandbox) = self.agent.sandboxes.get(&request.pod_sandbox_id) {
+            self.agent.containers.stop_all_in(&sandbox.id).await?;
+        }
         self.agent.sandboxes.stop(&request.pod_sandbox_id).await?;
         Ok(StopPodSandboxResponse {})
     }

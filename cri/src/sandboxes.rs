@@ -486,7 +486,7 @@ async fn tear_down_local(record: &SandboxRecord) {
 }
 
 /// A new 64-hex-character sandbox ID.
-fn new_id() -> Result<String, Error> {
+pub(crate) fn new_id() -> Result<String, Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random id: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

@@ -39,6 +39,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
 
+    if let Some(mut exits) = agent.containers.take_exit_events() {
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            while let Some(id) = exits.recv().await {
+                if let Err(error) = agent.containers.collect_exit(&id).await {
+                    tracing::warn!(container = %id, %error, "could not record exit");
+                }
+            }
+        });
+    }
     let service = CriService::new(agent);
     let runtime_service = RuntimeServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_SIZE)

@@ -80,39 +80,51 @@ impl RuntimeService for CriService {
     }
     async fn create_container(
         &self,
-        _request: Request<v1::CreateContainerRequest>,
+        request: Request<v1::CreateContainerRequest>,
     ) -> Result<Response<v1::CreateContainerResponse>, Status> {
-        Err(unimplemented("CreateContainer"))
+        self.container_create(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn start_container(
         &self,
-        _request: Request<v1::StartContainerRequest>,
+        request: Request<v1::StartContainerRequest>,
     ) -> Result<Response<v1::StartContainerResponse>, Status> {
-        Err(unimplemented("StartContainer"))
+        self.container_start(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn stop_container(
         &self,
-        _request: Request<v1::StopContainerRequest>,
+        request: Request<v1::StopContainerRequest>,
     ) -> Result<Response<v1::StopContainerResponse>, Status> {
-        Err(unimplemented("StopContainer"))
+        self.container_stop(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn remove_container(
         &self,
-        _request: Request<v1::RemoveContainerRequest>,
+        request: Request<v1::RemoveContainerRequest>,
     ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
-        Err(unimplemented("RemoveContainer"))
+        self.container_remove(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_containers(
         &self,
-        _request: Request<v1::ListContainersRequest>,
+        request: Request<v1::ListContainersRequest>,
     ) -> Result<Response<v1::ListContainersResponse>, Status> {
-        Err(unimplemented("ListContainers"))
+        self.container_list(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn container_status(
         &self,
-        _request: Request<v1::ContainerStatusRequest>,
+        request: Request<v1::ContainerStatusRequest>,
     ) -> Result<Response<v1::ContainerStatusResponse>, Status> {
-        Err(unimplemented("ContainerStatus"))
+        self.container_status(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn update_container_resources(
         &self,

@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 
 use common::agent::{TestAgent, test_dir};
 use k8s_cri::v1::{
-    CgroupDriver, CreateContainerRequest, NetworkConfig, RuntimeConfig, RuntimeConfigRequest,
+    CgroupDriver, CheckpointContainerRequest, NetworkConfig, RuntimeConfig, RuntimeConfigRequest,
     StatusRequest, UpdateRuntimeConfigRequest, VersionRequest,
 };
 
@@ -155,12 +155,12 @@ async fn test_rpc_not_built_yet_is_unimplemented() {
     let mut client = agent.client().await.unwrap();
     let err = client
         .runtime
-        .create_container(CreateContainerRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("CreateContainer"),
+        err.message().contains("CheckpointContainer"),
         "{}",
         err.message()
     );
@@ -236,14 +236,14 @@ async fn test_json_logs_have_one_span_per_request() {
     let mut client = agent.client().await.unwrap();
     client
         .runtime
-        .create_container(CreateContainerRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     let log = agent.log();
     let failed: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["span"]["method"] == "CreateContainer")
+        .filter(|event| event["span"]["method"] == "CheckpointContainer")
         .collect();
     assert_eq!(failed.len(), 1, "log:\n{log}");
     assert_eq!(failed[0]["code"], "Unimplemented");

@@ -29,12 +29,21 @@ pub struct Config {
     /// The cgroup driver reported to kubelet through the RuntimeConfig RPC and used for
     /// pod and container cgroups.
     pub cgroup_driver: CgroupDriver,
+    /// The per-container monitor binary; empty = `corral-monitor` next to the `corral` binary.
+    pub monitor_path: std::path::PathBuf,
+    /// Container log lines longer than this are split into partial (`P`) records.
+    pub log_max_line_bytes: usize,
+    /// Where `Localhost` seccomp profiles given by a relative name are looked up.
+    pub seccomp_profile_root: std::path::PathBuf,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             cgroup_driver: CgroupDriver::Cgroupfs,
+            monitor_path: std::path::PathBuf::new(),
+            log_max_line_bytes: 16 * 1024,
+            seccomp_profile_root: std::path::PathBuf::from("/etc/corral/seccomp"),
         }
     }
 }
@@ -42,6 +51,21 @@ impl Default for Config {
 impl Config {
     /// Checks the values that serde cannot check by itself.
     pub fn validate(&self) -> Result<(), Error> {
+        if !self.monitor_path.as_os_str().is_empty() && !self.monitor_path.is_absolute() {
+            return Err(Error::InvalidConfig(
+                "monitor_path must be absolute (or empty)".into(),
+            ));
+        }
+        if !(256..=1024 * 1024).contains(&self.log_max_line_bytes) {
+            return Err(Error::InvalidConfig(
+                "log_max_line_bytes must be between 256 and 1048576".into(),
+            ));
+        }
+        if !self.seccomp_profile_root.is_absolute() {
+            return Err(Error::InvalidConfig(
+                "seccomp_profile_root must be absolute".into(),
+            ));
+        }
         match self.cgroup_driver {
             CgroupDriver::Cgroupfs => Ok(()),
             CgroupDriver::Systemd => Err(Error::InvalidConfig(

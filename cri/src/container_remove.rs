@@ -1,0 +1,19 @@
+//! `RemoveContainer`: kill if running, delete, unmount, remove files; idempotent.
+
+use k8s_cri::v1::{RemoveContainerRequest, RemoveContainerResponse};
+use tonic::Status;
+
+use crate::service::CriService;
+
+impl CriService {
+    pub(crate) async fn container_remove(
+        &self,
+        request: RemoveContainerRequest,
+    ) -> Result<RemoveContainerResponse, Status> {
+        self.agent
+            .containers
+            .remove(&request.container_id, &self.agent.images)
+            .await?;
+        Ok(RemoveContainerResponse {})
+    }
+}

@@ -1,0 +1,618 @@
+//! Containers: creation (overlay rootfs, OCI spec, a monitor per container), start, stop,
+//! removal, recovery and exits. Every step of a creation is undone if a later one fails;
+//! records are written before the in-memory state changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use corral_image_service::digest::Digest;
+use corral_image_service::index::ImageRecord;
+use corral_pod_sandbox::rollback::Rollback;
+use corral_runtime::monitor::{self, MonitorConfig};
+use corral_runtime::overlay::{self, OverlayRootfs};
+use corral_runtime::spec::{self, HostLimits, ImageInfo, SandboxInfo, SpecInput};
+use k8s_cri::v1::ContainerConfig;
+
+use crate::container_record::{ContainerPhase, ContainerRecord, exit_reason, name_key};
+use crate::error::Error;
+use crate::images::ImageCatalog;
+use crate::names::{NameRegistry, Reservation};
+use crate::sandbox_record::SandboxRecord;
+use crate::state::Table;
+
+/// Where containers keep their files, and the host facts specs need.
+#[derive(Debug, Clone)]
+pub struct ContainerPaths {
+    /// `<root>/containers`: writable layers and volumes.
+    pub layers_dir: PathBuf,
+    /// `<run_dir>/containers`: bundles, monitor sockets, rootfs mounts.
+    pub bundles_dir: PathBuf,
+    /// `<run_dir>/exits`: exit records the monitors write.
+    pub exits_dir: PathBuf,
+    /// `<run_dir>/sockets`: the monitors' sockets.
+    pub sockets_dir: PathBuf,
+    /// libcontainer's state root.
+    pub libcontainer_root: PathBuf,
+    /// The `corral-monitor` binary.
+    pub monitor_binary: PathBuf,
+    pub log_max_line_bytes: usize,
+    pub host: HostLimits,
+}
+
+/// All containers.
+pub struct ContainerManager {
+    records: Table<ContainerRecord>,
+    names: NameRegistry,
+    paths: ContainerPaths,
+    /// Exits reported by the watcher, until the server takes them.
+    exits: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+}
+
+impl std::fmt::Debug for ContainerManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerManager")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContainerManager {
+    /// Loads the container records (before the image catalog, which must know the layers
+    /// containers hold).
+    pub async fn load(state_dir: &Path) -> Result<Table<ContainerRecord>, Error> {
+        Ok(Table::open(state_dir).await?)
+    }
+
+    /// Layers held by each container, for the image catalog.
+    pub fn held_layers(records: &Table<ContainerRecord>) -> HashMap<String, Vec<String>> {
+        records
+            .list()
+            .into_iter()
+            .map(|r| (r.id.clone(), r.chain_ids.clone()))
+            .collect()
+    }
+
+    /// Recovers: containers that exited while the agent was down get their exit recorded.
+    pub async fn open(
+        records: Table<ContainerRecord>,
+        paths: ContainerPaths,
+    ) -> Result<ContainerManager, Error> {
+        let names = NameRegistry::default();
+        for dir in [
+            &paths.layers_dir,
+            &paths.bundles_dir,
+            &paths.exits_dir,
+            &paths.sockets_dir,
+        ] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
+        }
+        for record in records.list() {
+            names.insert(record.name_key(), record.id.clone());
+        }
+        // Watch first, then look: an exit between the two is seen twice, never missed.
+        let exits = crate::exit_watch::watch_exits(&paths.exits_dir)
+            .map_err(|e| Error::Internal(format!("watch {}: {e}", paths.exits_dir.display())))?;
+        let manager = ContainerManager {
+            records,
+            names,
+            paths,
+            exits: std::sync::Mutex::new(Some(exits)),
+        };
+        for record in manager.records.list() {
+            if record.phase == ContainerPhase::Running {
+                manager.collect_exit(&record.id).await?;
+            }
+        }
+        tracing::info!(
+            containers = manager.records.list().len(),
+            "containers recovered"
+        );
+        Ok(manager)
+    }
+
+    /// A container by full ID or unique prefix.
+    pub fn get(&self, id: &str) -> Option<ContainerRecord> {
+        if let Some(record) = self.records.get(id) {
+            return Some(record);
+        }
+        if id.len() < 6 {
+            return None;
+        }
+        let mut matches = self
+            .records
+            .list()
+            .into_iter()
+            .filter(|r| r.id.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(record), None) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Every container.
+    pub fn list(&self) -> Vec<ContainerRecord> {
+        self.records.list()
+    }
+
+    /// The stream of exited container IDs (once: the server consumes it).
+    pub fn take_exit_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.exits.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// CreateContainer.
+    pub async fn create(
+        &self,
+        sandbox: &SandboxRecord,
+        config: ContainerConfig,
+        image: ImageRecord,
+        images: &ImageCatalog,
+    ) -> Result<String, Error> {
+        let metadata = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("container config has no metadata".into()))?;
+        if metadata.name.is_empty() {
+            return Err(Error::InvalidArgument("container name is required".into()));
+        }
+        let key = name_key(&metadata.name, &sandbox.id, metadata.attempt);
+        let guard = match self.names.reserve(&key).await {
+            Reservation::Existing(id) => return Ok(id),
+            Reservation::Reserved(guard) => guard,
+        };
+        let id = crate::sandboxes::new_id()?;
+        images.hold_layers(&id, image.chain_ids.clone());
+        let result = self
+            .create_reserved(&id, sandbox, config, &image, images)
+            .await;
+        match result {
+            Ok(()) => {
+                guard.finish(&id);
+                Ok(id)
+            }
+            Err(error) => {
+                images.release_layers(&id).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn create_reserved(
+        &self,
+        id: &str,
+        sandbox: &SandboxRecord,
+        config: ContainerConfig,
+        image: &ImageRecord,
+        images: &ImageCatalog,
+    ) -> Result<(), Error> {
+        let metadata = config.metadata.clone().unwrap_or_default();
+        let log_path = if sandbox.log_directory.is_empty() || config.log_path.is_empty() {
+            String::new()
+        } else {
+            Path::new(&sandbox.log_directory)
+                .join(&config.log_path)
+                .display()
+                .to_string()
+        };
+        let record = ContainerRecord {
+            id: id.to_string(),
+            sandbox_id: sandbox.id.clone(),
+            name: metadata.name.clone(),
+            attempt: metadata.attempt,
+            image: config
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default(),
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            labels: config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+            annotations: config
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            phase: ContainerPhase::Created,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            log_path,
+            stop_signal: image.config.stop_signal.clone(),
+            chain_ids: image.chain_ids.clone(),
+            layer_dir: self.paths.layers_dir.join(id),
+            bundle: self.paths.bundles_dir.join(id),
+            exit_file: self.paths.exits_dir.join(format!("{id}.json")),
+            socket: self.paths.sockets_dir.join(format!("{}.sock", &id[..16])),
+            mounts: config.mounts.clone(),
+        };
+        let lower: Vec<PathBuf> = image
+            .chain_ids
+            .iter()
+            .rev()
+            .map(|c| Digest::parse(c).map(|d| images.layer_short_path(&d)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Internal(format!("image record: {e}")))?;
+        let job = CreateJob {
+            record: record.clone(),
+            sandbox: sandbox_info(sandbox),
+            image: ImageInfo {
+                name: record.image.clone(),
+                user: image.config.user.clone(),
+                env: image.config.env.clone(),
+                entrypoint: image.config.entrypoint.clone(),
+                cmd: image.config.cmd.clone(),
+                working_dir: image.config.working_dir.clone(),
+                volumes: image.config.volumes.clone(),
+                stop_signal: image.config.stop_signal.clone(),
+            },
+            config,
+            lower,
+            paths: self.paths.clone(),
+        };
+        let mut rollback = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| Error::Internal(format!("container task failed: {e}")))??;
+        self.records.put(id, record).await?;
+        rollback.disarm_steps();
+        tracing::info!(container = %id, sandbox = %sandbox.id, "container created");
+        Ok(())
+    }
+
+    /// StartContainer.
+    pub async fn start(&self, id: &str) -> Result<(), Error> {
+        let record = self
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if record.phase != ContainerPhase::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not created",
+                record.id, record.phase
+            )));
+        }
+        let socket = record.socket();
+        tokio::task::spawn_blocking(move || monitor::start(&socket))
+            .await
+            .map_err(|e| Error::Internal(format!("container task failed: {e}")))?
+            .map_err(Error::Runtime)?;
+        let mut updated = record;
+        updated.phase = ContainerPhase::Running;
+        updated.started_at = now_nanos();
+        self.records.put(&updated.id, updated.clone()).await?;
+        // It may already have exited (a short command).
+        self.collect_exit(&updated.id).await?;
+        Ok(())
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL to every process after `timeout`.
+    /// Idempotent; an unknown ID is success.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), Error> {
+        let Some(record) = self.get(id) else {
+            return Ok(());
+        };
+        if record.phase == ContainerPhase::Exited {
+            return Ok(());
+        }
+        let signal = parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
+        if record.phase == ContainerPhase::Running {
+            self.signal(&record, signal, false).await;
+            if self.wait_exit(&record, timeout).await? {
+                return Ok(());
+            }
+            tracing::info!(container = %record.id, "stop timed out, killing");
+        }
+        self.signal(&record, libc::SIGKILL, true).await;
+        if !self.wait_exit(&record, Duration::from_secs(10)).await?
+            && record.phase == ContainerPhase::Running
+        {
+            return Err(Error::Internal(format!(
+                "container {} did not exit after SIGKILL",
+                record.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// RemoveContainer: kills it if needed, deletes it, unmounts, removes files and the
+    /// record. Idempotent; an unknown ID is success.
+    pub async fn remove(&self, id: &str, images: &ImageCatalog) -> Result<(), Error> {
+        let Some(record) = self.get(id) else {
+            return Ok(());
+        };
+        if record.phase == ContainerPhase::Running {
+            self.stop(&record.id, Duration::ZERO).await?;
+        }
+        let doomed = record.clone();
+        tokio::task::spawn_blocking(move || tear_down(&doomed))
+            .await
+            .map_err(|e| Error::Internal(format!("container task failed: {e}")))?;
+        self.records.remove(&record.id).await?;
+        self.names.release(&record.name_key());
+        images.release_layers(&record.id).await;
+        tracing::info!(container = %record.id, "container removed");
+        Ok(())
+    }
+
+    /// Removes every container of a sandbox (RemovePodSandbox).
+    pub async fn remove_all_in(
+        &self,
+        sandbox_id: &str,
+        images: &ImageCatalog,
+    ) -> Result<(), Error> {
+        for record in self
+            .list()
+            .into_iter()
+            .filter(|r| r.sandbox_id == sandbox_id)
+        {
+            self.remove(&record.id, images).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every container of a sandbox (StopPodSandbox).
+    pub async fn stop_all_in(&self, sandbox_id: &str) -> Result<(), Error> {
+        for record in self
+            .list()
+            .into_iter()
+            .filter(|r| r.sandbox_id == sandbox_id)
+        {
+            self.stop(&record.id, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the exit of a running container if its monitor has written one; returns
+    /// whether the container has exited.
+    pub async fn collect_exit(&self, id: &str) -> Result<bool, Error> {
+        let Some(record) = self.records.get(id) else {
+            return Ok(true);
+        };
+        if record.phase == ContainerPhase::Exited {
+            return Ok(true);
+        }
+        let exit_file = record.exit_file.clone();
+        let exit = tokio::task::spawn_blocking(move || {
+            exit_file
+                .exists()
+                .then(|| monitor::read_exit_record(&exit_file))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("container task failed: {e}")))?;
+        let Some(exit) = exit else {
+            return Ok(false);
+        };
+        let exit = exit.map_err(Error::Runtime)?;
+        let mut updated = record;
+        updated.phase = ContainerPhase::Exited;
+        updated.exit_code = exit.exit_code;
+        updated.finished_at = exit.finished_at;
+        if exit.started_at > 0 {
+            updated.started_at = exit.started_at;
+        }
+        updated.reason = exit_reason(exit.exit_code, exit.oom_killed).to_string();
+        self.records.put(&updated.id, updated.clone()).await?;
+        tracing::info!(container = %updated.id, exit_code = exit.exit_code, reason = %updated.reason, "container exited");
+        Ok(true)
+    }
+
+    async fn signal(&self, record: &ContainerRecord, signal: i32, all: bool) {
+        let socket = record.socket();
+        let result =
+            tokio::task::spawn_blocking(move || monitor::signal(&socket, signal, all)).await;
+        if let Ok(Err(error)) = result {
+            tracing::debug!(container = %record.id, %error, "signal not delivered");
+        }
+    }
+
+    async fn wait_exit(&self, record: &ContainerRecord, timeout: Duration) -> Result<bool, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.collect_exit(&record.id).await? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The blocking part of a creation, undone step by step on failure.
+struct CreateJob {
+    record: ContainerRecord,
+    sandbox: SandboxInfo,
+    image: ImageInfo,
+    config: ContainerConfig,
+    lower: Vec<PathBuf>,
+    paths: ContainerPaths,
+}
+
+/// Undo steps that survive until the record is persisted.
+pub struct CreateRollback(Rollback);
+
+impl CreateRollback {
+    fn disarm_steps(&mut self) {
+        std::mem::take(&mut self.0).disarm();
+    }
+}
+
+impl CreateJob {
+    fn run(self) -> Result<CreateRollback, Error> {
+        let record = &self.record;
+        let mut rollback = Rollback::new();
+        let io = |what: &str, path: &Path, e: std::io::Error| {
+            Error::Internal(format!("{what} {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(&record.bundle).map_err(|e| io("create", &record.bundle, e))?;
+        std::fs::create_dir_all(&record.layer_dir)
+            .map_err(|e| io("create", &record.layer_dir, e))?;
+        let (bundle, layer_dir) = (record.bundle.clone(), record.layer_dir.clone());
+        rollback.push("container dirs", move || {
+            let _ = std::fs::remove_dir_all(&bundle);
+            let _ = std::fs::remove_dir_all(&layer_dir);
+        });
+        let rootfs = OverlayRootfs {
+            lower: self.lower.clone(),
+            upper: record.layer_dir.join("upper"),
+            work: record.layer_dir.join("work"),
+            target: record.rootfs(),
+        };
+        rootfs.mount().map_err(Error::Runtime)?;
+        let target = rootfs.target.clone();
+        rollback.push("rootfs mount", move || {
+            let _ = overlay::unmount(&target);
+        });
+
+        let mut host = self.paths.host.clone();
+        host.volume_dir = record.layer_dir.join("volumes");
+        let input = SpecInput {
+            container_id: &record.id,
+            config: &self.config,
+            sandbox: &self.sandbox,
+            image: &self.image,
+            rootfs: &rootfs.target,
+            cgroups_path: spec::cgroups_path(&self.sandbox.cgroup_parent, &record.id),
+            host: &host,
+        };
+        let built = spec::build(&input, &spec::SystemHost).map_err(Error::Runtime)?;
+        for warning in &built.warnings {
+            tracing::warn!(container = %record.id, %warning, "spec adjusted");
+        }
+        for volume in &built.volumes {
+            std::fs::create_dir_all(&volume.host_path)
+                .map_err(|e| io("create volume", &volume.host_path, e))?;
+        }
+        for source in &built.missing_sources {
+            std::fs::create_dir_all(source).map_err(|e| io("create mount source", source, e))?;
+        }
+        let mut oci = built.spec;
+        spec::adapt_for_libcontainer(&mut oci);
+        let config_path = record.bundle.join("config.json");
+        oci.save(&config_path)
+            .map_err(|e| Error::Internal(format!("write {}: {e}", config_path.display())))?;
+
+        if !record.log_path.is_empty() {
+            if let Some(parent) = Path::new(&record.log_path).parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io("create log dir", parent, e))?;
+            }
+        }
+        let mut monitor_config =
+            MonitorConfig::new(&record.id, &record.bundle, &self.paths.libcontainer_root);
+        monitor_config.socket = record.socket();
+        monitor_config.exit_file = record.exit_file.clone();
+        monitor_config.log_path = PathBuf::from(&record.log_path);
+        monitor_config.log_max_line_bytes = self.paths.log_max_line_bytes;
+        monitor_config.tty = self.config.tty;
+        monitor_config.stdin = self.config.stdin;
+        monitor_config.stdin_once = self.config.stdin_once;
+        let monitor_config_path = record.bundle.join(monitor::CONFIG_FILE);
+        monitor_config
+            .save(&monitor_config_path)
+            .map_err(Error::Runtime)?;
+        monitor::spawn_monitor(&self.paths.monitor_binary, &monitor_config_path)
+            .map_err(Error::Runtime)?;
+        let socket = record.socket();
+        rollback.push("monitor", move || {
+            let _ = monitor::delete(&socket);
+        });
+        Ok(CreateRollback(rollback))
+    }
+}
+
+/// Deletes the container through its monitor, unmounts and removes its files.
+fn tear_down(record: &ContainerRecord) {
+    let socket = record.socket();
+    if socket.exists() {
+        if let Err(error) = monitor::delete(&socket) {
+            tracing::warn!(container = %record.id, %error, "monitor delete failed");
+        }
+    }
+    if let Err(error) = overlay::unmount(&record.rootfs()) {
+        tracing::warn!(container = %record.id, %error, "could not unmount rootfs");
+    }
+    for dir in [&record.bundle, &record.layer_dir] {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(container = %record.id, %error, "could not remove dir"),
+        }
+    }
+    let _ = std::fs::remove_file(&record.exit_file);
+    let _ = std::fs::remove_file(&record.socket);
+}
+
+fn sandbox_info(sandbox: &SandboxRecord) -> SandboxInfo {
+    SandboxInfo {
+        id: sandbox.id.clone(),
+        name: sandbox.name.clone(),
+        namespace: sandbox.namespace.clone(),
+        uid: sandbox.uid.clone(),
+        hostname: sandbox.hostname.clone(),
+        netns: sandbox.netns.clone(),
+        ipcns: sandbox.ipcns.clone(),
+        utsns: sandbox.utsns.clone(),
+        pidns: sandbox.pidns.clone(),
+        pid_mode: sandbox.pid_mode,
+        ipc_mode: sandbox.ipc_mode,
+        network_mode: sandbox.network_mode,
+        sandbox_dir: sandbox.dir.clone(),
+        shm: sandbox.shm.clone(),
+        cgroup_parent: sandbox.cgroup_parent.clone(),
+        annotations: sandbox
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// A signal by name (`SIGTERM`, `TERM`) or number.
+fn parse_signal(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    if let Ok(number) = name.parse::<i32>() {
+        return Some(number);
+    }
+    let full = if name.starts_with("SIG") {
+        name.to_string()
+    } else {
+        format!("SIG{name}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_parse_signal_forms() {
+        assert_eq!(parse_signal("SIGINT"), Some(libc::SIGINT));
+        assert_eq!(parse_signal("QUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal(""), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+}

@@ -1,0 +1,377 @@
+//! Node tests of containers: real busybox containers in real pods, driven over CRI, with
+//! their output in the CRI log format, exit codes and reasons, stop escalation, and the
+//! monitor that outlives an agent crash.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::agent::TestAgent;
+use common::images::push_test_images;
+use common::network::TestNetwork;
+use common::registry::Registry;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec, KeyValue, ListContainersRequest, PodSandboxConfig,
+    PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+};
+
+struct Pod {
+    agent: TestAgent,
+    _registry: Registry,
+    _network: TestNetwork,
+    sandbox_id: String,
+    sandbox_config: PodSandboxConfig,
+    image: String,
+}
+
+async fn pod(agent: TestAgent) -> Pod {
+    let registry = Registry::start().unwrap();
+    push_test_images(registry.addr()).await.unwrap();
+    let network = TestNetwork::install(&agent, &[]).unwrap();
+    let image = format!("{}/corral-test/busybox:latest", registry.addr());
+    let mut client = agent.client().await.unwrap();
+    client
+        .image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..ImageSpec::default()
+            }),
+            ..PullImageRequest::default()
+        })
+        .await
+        .unwrap();
+    let sandbox_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "ctr-pod".to_string(),
+            uid: "uid-ctr-pod".to_string(),
+            namespace: "corral-test".to_string(),
+            attempt: 0,
+        }),
+        hostname: "ctr-pod".to_string(),
+        log_directory: agent.dir.path().join("logs").display().to_string(),
+        ..PodSandboxConfig::default()
+    };
+    let sandbox_id = client
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    Pod {
+        agent,
+        _registry: registry,
+        _network: network,
+        sandbox_id,
+        sandbox_config,
+        image,
+    }
+}
+
+impl Pod {
+    fn config(&self, name: &str, command: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.to_string(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..ImageSpec::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            ..ContainerConfig::default()
+        }
+    }
+
+    async fn create(&self, config: ContainerConfig) -> Result<String, tonic::Status> {
+        let mut client = self.agent.client().await.unwrap();
+        Ok(client
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: self.sandbox_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(self.sandbox_config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id)
+    }
+
+    async fn start(&self, id: &str) {
+        let mut client = self.agent.client().await.unwrap();
+        client
+            .runtime
+            .start_container(StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn run(&self, config: ContainerConfig) -> String {
+        let id = self.create(config).await.unwrap();
+        self.start(&id).await;
+        id
+    }
+
+    async fn status(&self, id: &str) -> ContainerStatus {
+        let mut client = self.agent.client().await.unwrap();
+        client
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    async fn wait_exited(&self, id: &str) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status(id).await;
+            if status.state == ContainerState::ContainerExited as i32 {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container never exited: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(
+            self.agent
+                .dir
+                .path()
+                .join("logs")
+                .join(format!("{name}.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The log's content lines without the timestamp, stream and tag.
+    fn log_lines(&self, name: &str) -> Vec<String> {
+        self.log(name)
+            .lines()
+            .map(|line| line.splitn(4, ' ').nth(3).unwrap_or_default().to_string())
+            .collect()
+    }
+
+    async fn tear_down(self) {
+        let mut client = self.agent.client().await.unwrap();
+        let id = self.sandbox_id.clone();
+        client
+            .runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        client
+            .runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+        let left = client
+            .runtime
+            .list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(left.is_empty(), "{left:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = self.agent.dir.path().display().to_string();
+        assert!(!mounts.contains(&root), "mounts left under {root}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_output_reaches_cri_log_and_exit_code_is_recorded() {
+    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let id = pod
+        .run(pod.config("hello", &["sh", "-c", "echo out; echo err >&2; exit 3"]))
+        .await;
+    let status = pod.wait_exited(&id).await;
+    assert_eq!(status.exit_code, 3);
+    assert_eq!(status.reason, "Error");
+    assert!(status.finished_at >= status.started_at && status.started_at > 0);
+    let log = pod.log("hello");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for line in &lines {
+        let fields: Vec<&str> = line.splitn(4, ' ').collect();
+        assert!(
+            fields[0].ends_with('Z') && fields[0].contains('T'),
+            "{line}"
+        );
+        assert_eq!(fields[2], "F", "{line}");
+    }
+    assert!(log.contains(" stdout F out\n"), "{log}");
+    assert!(log.contains(" stderr F err\n"), "{log}");
+
+    let ok = pod.run(pod.config("ok", &["true"])).await;
+    let status = pod.wait_exited(&ok).await;
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_env_cwd_user_and_pod_files() {
+    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let mut config = pod.config(
+        "env",
+        &[
+            "sh",
+            "-c",
+            "echo $GREETING; pwd; id -u; id -g; hostname; cat /etc/hosts | grep -c localhost",
+        ],
+    );
+    config.envs = vec![KeyValue {
+        key: "GREETING".to_string(),
+        value: "hello-env".to_string(),
+    }];
+    config.working_dir = "/tmp".to_string();
+    config.linux = Some(k8s_cri::v1::LinuxContainerConfig {
+        security_context: Some(k8s_cri::v1::LinuxContainerSecurityContext {
+            run_as_user: Some(k8s_cri::v1::Int64Value { value: 1000 }),
+            run_as_group: Some(k8s_cri::v1::Int64Value { value: 2000 }),
+            ..k8s_cri::v1::LinuxContainerSecurityContext::default()
+        }),
+        ..k8s_cri::v1::LinuxContainerConfig::default()
+    });
+    let id = pod.run(config).await;
+    let status = pod.wait_exited(&id).await;
+    assert_eq!(status.exit_code, 0, "{}", pod.log("env"));
+    let lines = pod.log_lines("env");
+    assert_eq!(lines[0], "hello-env");
+    assert_eq!(lines[1], "/tmp");
+    assert_eq!(lines[2], "1000");
+    assert_eq!(lines[3], "2000");
+    assert_eq!(lines[4], "ctr-pod");
+    assert_ne!(lines[5], "0", "the pod's hosts file is mounted");
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_stop_falls_back_to_sigkill_and_remove_is_idempotent() {
+    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let id = pod
+        .run(pod.config(
+            "stubborn",
+            &["sh", "-c", "trap '' TERM; echo ready; sleep 1000"],
+        ))
+        .await;
+    assert_eq!(
+        pod.status(&id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let started = Instant::now();
+    let mut client = pod.agent.client().await.unwrap();
+    client
+        .runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited for the timeout"
+    );
+    let status = pod.status(&id).await;
+    assert_eq!(status.state, ContainerState::ContainerExited as i32);
+    assert_eq!(status.exit_code, 137, "killed by SIGKILL");
+    for _ in 0..2 {
+        client
+            .runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .unwrap();
+        client
+            .runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let err = client
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_running_container_survives_agent_kill9_and_exit_meanwhile_is_recorded() {
+    let agent = TestAgent::start().await.unwrap();
+    let mut pod = pod(agent).await;
+    let long = pod.run(pod.config("long", &["sleep", "1000"])).await;
+    let short = pod
+        .run(pod.config("short", &["sh", "-c", "sleep 2; exit 7"]))
+        .await;
+    pod.agent.kill9().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // `short` exits while the agent is down
+    pod.agent.spawn().await.unwrap();
+    assert_eq!(
+        pod.status(&long).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let status = pod.status(&short).await;
+    assert_eq!(status.state, ContainerState::ContainerExited as i32);
+    assert_eq!(status.exit_code, 7);
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_create_rejects_unknown_image_and_sandbox() {
+    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let mut config = pod.config("missing", &["true"]);
+    config.image = Some(ImageSpec {
+        image: "corral-test/not-pulled:latest".to_string(),
+        ..ImageSpec::default()
+    });
+    let err = pod.create(config).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let mut client = pod.agent.client().await.unwrap();
+    let err = client
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: "no-such-sandbox".to_string(),
+            config: Some(pod.config("orphan", &["true"])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let labels: HashMap<String, String> = HashMap::new();
+    assert!(labels.is_empty());
+    pod.tear_down().await;
+}
