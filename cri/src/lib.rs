@@ -24,6 +24,7 @@ pub mod state;
 mod container_create;
 mod container_list;
 mod container_remove;
+mod container_reopen_log;
 mod container_start;
 mod container_status;
 mod container_stop;

@@ -432,8 +432,8 @@ fn set_up_local(
     }
     let mut init = None;
     if let Some(pin) = &record.pidns {
-        let exe =
-            std::env::current_exe().map_err(|e| Error::Internal(format!("own executable: {e}")))?;
+        // The running binary itself, even after an upgrade replaced the file on disk.
+        let exe = PathBuf::from("/proc/self/exe");
         let pod = PodNamespaces {
             net: record.netns.clone(),
             ipc: record.ipcns.clone(),

@@ -134,9 +134,11 @@ impl RuntimeService for CriService {
     }
     async fn reopen_container_log(
         &self,
-        _request: Request<v1::ReopenContainerLogRequest>,
+        request: Request<v1::ReopenContainerLogRequest>,
     ) -> Result<Response<v1::ReopenContainerLogResponse>, Status> {
-        Err(unimplemented("ReopenContainerLog"))
+        self.container_reopen_log(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn exec_sync(
         &self,

@@ -375,3 +375,75 @@ async fn test_create_rejects_unknown_image_and_sandbox() {
     assert!(labels.is_empty());
     pod.tear_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_reopen_container_log_after_rename() {
+    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let id = pod
+        .run(pod.config(
+            "rotating",
+            &[
+                "sh",
+                "-c",
+                "echo before; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo after; sleep 1000",
+            ],
+        ))
+        .await;
+    let log = pod.agent.dir.path().join("logs/rotating.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pod.log("rotating").contains("before") {
+        assert!(Instant::now() < deadline, "no output");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+    let mut client = pod.agent.client().await.unwrap();
+    client
+        .runtime
+        .reopen_container_log(k8s_cri::v1::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    // Let the container print again: it waits for a file in its own rootfs.
+    let rootfs_marker = pod
+        .agent
+        .run_dir
+        .join("containers")
+        .join(&id)
+        .join("rootfs/tmp/go");
+    std::fs::write(&rootfs_marker, b"").unwrap();
+    while !pod.log("rotating").contains("after") {
+        assert!(Instant::now() < deadline, "no output after reopen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !pod.log("rotating").contains("before"),
+        "a new file at the same path"
+    );
+    let old = std::fs::read_to_string(log.with_extension("log.1")).unwrap();
+    assert!(old.contains("before") && !old.contains("after"));
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_runtime_default_seccomp_is_applied_without_no_new_privs() {
+    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let mut config = pod.config("seccomp", &["grep", "^Seccomp:", "/proc/self/status"]);
+    config.linux = Some(k8s_cri::v1::LinuxContainerConfig {
+        security_context: Some(k8s_cri::v1::LinuxContainerSecurityContext {
+            seccomp: Some(k8s_cri::v1::SecurityProfile {
+                profile_type: k8s_cri::v1::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            no_new_privs: false,
+            ..k8s_cri::v1::LinuxContainerSecurityContext::default()
+        }),
+        ..k8s_cri::v1::LinuxContainerConfig::default()
+    });
+    let id = pod.run(config).await;
+    let status = pod.wait_exited(&id).await;
+    assert_eq!(status.exit_code, 0, "{}", pod.log("seccomp"));
+    // Only the container's own output: nothing the runtime logged leaks into it.
+    assert_eq!(pod.log_lines("seccomp"), vec!["Seccomp:\t2".to_string()]);
+    pod.tear_down().await;
+}

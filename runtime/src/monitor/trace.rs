@@ -22,8 +22,16 @@ static FIRST_ERROR: Mutex<Option<String>> = Mutex::new(None);
 
 /// Installs the subscriber for the whole process (once; later calls do nothing).
 pub fn init() {
+    // A private copy of the log descriptor: libcontainer's container init is a fork of this
+    // process whose fd 2 becomes the container's stderr, and what libcontainer logs there
+    // must go to monitor.log, not into the container's CRI log.
+    if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
+        let _ = LOG.set(std::fs::File::from(fd));
+    }
     let _ = tracing::subscriber::set_global_default(StderrSubscriber);
 }
+
+static LOG: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
 
 /// Takes the first error event logged by libcontainer or libcgroups since the last call
 /// (or [`clear_first_error`]), if any.
@@ -90,7 +98,14 @@ impl Subscriber for StderrSubscriber {
             fields.message,
             fields.rest
         );
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        match LOG.get() {
+            Some(mut log) => {
+                let _ = log.write_all(line.as_bytes());
+            }
+            None => {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
         if *metadata.level() == Level::ERROR && !ours(metadata.target()) {
             if let Ok(mut first) = FIRST_ERROR.lock() {
                 first.get_or_insert_with(|| format!("{}{}", fields.message, fields.rest));

@@ -272,6 +272,14 @@ fn applies(rule: &Rule, target: &Target<'_>) -> bool {
 /// rule becomes "any clone" under libcontainer. Call this on the spec handed to
 /// libcontainer only (not on a `config.json` for runc or crun).
 pub fn adapt_for_libcontainer(spec: &mut Spec) {
+    // libcontainer loads a seccomp filter while the process still holds CAP_SYS_ADMIN only
+    // when `noNewPrivileges` is absent; an explicit `false` makes it load the filter after
+    // dropping capabilities, which the kernel refuses ("failed to load seccomp context").
+    if let Some(process) = spec.process_mut().as_mut() {
+        if process.no_new_privileges() == Some(false) {
+            process.set_no_new_privileges(None);
+        }
+    }
     let Some(seccomp) = spec.linux_mut().as_mut().and_then(|l| l.seccomp().clone()) else {
         return;
     };
