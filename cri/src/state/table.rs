@@ -54,6 +54,23 @@ where
         self.read().get(id).cloned()
     }
 
+    /// The record whose ID is `id`, or the only one whose ID starts with it (at least six
+    /// characters: crictl and kubectl users type short IDs).
+    pub fn find(&self, id: &str) -> Option<T> {
+        let records = self.read();
+        if let Some(record) = records.get(id) {
+            return Some(record.clone());
+        }
+        if id.len() < 6 {
+            return None;
+        }
+        let mut matches = records.iter().filter(|(key, _)| key.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some((_, record)), None) => Some(record.clone()),
+            _ => None,
+        }
+    }
+
     /// Copies of every record.
     pub fn list(&self) -> Vec<T> {
         self.read().values().cloned().collect()
@@ -113,6 +130,19 @@ mod tests {
         drop(table);
         let reopened = Table::<String>::open(dir.path()).await.unwrap();
         assert_eq!(reopened.list(), vec!["one".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn test_table_find_by_unique_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Table::<String>::open(dir.path()).await.unwrap();
+        table.put("abcdef01", "one".into()).await.unwrap();
+        table.put("abcdef02", "two".into()).await.unwrap();
+        assert_eq!(table.find("abcdef01").as_deref(), Some("one"));
+        assert_eq!(table.find("abcdef0"), None, "ambiguous");
+        assert_eq!(table.find("abc"), None, "too short");
+        table.remove("abcdef02").await.unwrap();
+        assert_eq!(table.find("abcdef").as_deref(), Some("one"));
     }
 
     #[tokio::test]
