@@ -334,9 +334,12 @@ impl ContainerManager {
             self.stop(&record.id, Duration::ZERO).await?;
         }
         let doomed = record.clone();
-        tokio::task::spawn_blocking(move || tear_down(&doomed))
-            .await
-            .map_err(|e| Error::Internal(format!("container task failed: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            tear_down(&doomed);
+            remove_default_cgroup_parent();
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("container task failed: {e}")))?;
         self.records.remove(&record.id).await?;
         self.names.release(&record.name_key());
         images.release_layers(&record.id).await;
@@ -425,6 +428,55 @@ impl ContainerManager {
                 return Ok(false);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl ContainerManager {
+    /// ExecSync: runs `cmd` in the running container through the exec helper
+    /// (`corral-monitor exec`, from a blocking thread) and returns its output (each stream
+    /// capped at 16 MiB) and exit code. `timeout: None` waits as long as the command runs;
+    /// past the timeout the command is killed and the answer is `DeadlineExceeded`.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Option<Duration>,
+    ) -> Result<corral_runtime::exec::ExecOutput, Error> {
+        use corral_runtime::exec::{self, ExecRequest};
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let record = self
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if record.phase != ContainerPhase::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not running",
+                record.id, record.phase
+            )));
+        }
+        let mut request = ExecRequest::new(&self.paths.libcontainer_root, &record.id, cmd);
+        request.timeout = timeout;
+        let binary = self.paths.monitor_binary.clone();
+        let result = tokio::task::spawn_blocking(move || exec::exec_sync(&binary, &request))
+            .await
+            .map_err(|e| Error::Internal(format!("exec task failed: {e}")))?;
+        match result {
+            Ok(output) => {
+                if output.stdout_truncated || output.stderr_truncated {
+                    tracing::debug!(container = %record.id, "exec output truncated");
+                }
+                Ok(output)
+            }
+            // It stopped after the phase check (the exit watcher has not caught up yet).
+            Err(corral_runtime::Error::ContainerState { message, .. }) => {
+                Err(Error::FailedPrecondition(message))
+            }
+            Err(error @ corral_runtime::Error::ExecTimeout { .. }) => Err(Error::DeadlineExceeded(
+                format!("container {}: {error}", record.id),
+            )),
+            Err(error) => Err(Error::Runtime(error)),
         }
     }
 }
@@ -529,6 +581,18 @@ impl CreateJob {
         });
         Ok(CreateRollback(rollback))
     }
+}
+
+/// The cgroup parent of containers whose pod names none (`spec::cgroups_path`): removed
+/// when its last container goes (an `rmdir` of a cgroup still in use just fails).
+fn remove_default_cgroup_parent() {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for hierarchy in hierarchies.flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join("corral"));
+    }
+    let _ = std::fs::remove_dir("/sys/fs/cgroup/corral");
 }
 
 /// Deletes the container through its monitor, unmounts and removes its files.

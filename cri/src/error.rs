@@ -34,6 +34,9 @@ pub enum Error {
     /// Something that should not fail did.
     #[error("{0}")]
     Internal(String),
+    /// The request ran past its deadline (an exec's timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
 }
 
 impl From<Error> for Status {
@@ -57,6 +60,7 @@ impl From<Error> for Status {
             }
             Error::Sandbox(_) => Status::internal(error.to_string()),
             Error::Image(image_error) => image_status(image_error, error.to_string()),
+            Error::DeadlineExceeded(message) => Status::deadline_exceeded(message.clone()),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod socket;
 pub mod state;
 
 mod container_create;
+mod container_exec_sync;
 mod container_list;
 mod container_remove;
 mod container_reopen_log;

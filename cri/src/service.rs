@@ -142,9 +142,11 @@ impl RuntimeService for CriService {
     }
     async fn exec_sync(
         &self,
-        _request: Request<v1::ExecSyncRequest>,
+        request: Request<v1::ExecSyncRequest>,
     ) -> Result<Response<v1::ExecSyncResponse>, Status> {
-        Err(unimplemented("ExecSync"))
+        self.container_exec_sync(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn exec(
         &self,

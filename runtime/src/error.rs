@@ -77,6 +77,21 @@ pub enum Error {
     /// A seccomp profile (shipped default or localhost) could not be read, parsed or used.
     #[error("seccomp profile {profile}: {message}")]
     SeccompProfile { profile: String, message: String },
+    /// The exec helper (`corral-monitor exec`) could not be started.
+    #[error("start exec helper {binary}: {source}")]
+    SpawnExec {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    /// The exec helper ended without a usable report.
+    #[error("exec helper: {message}")]
+    ExecHelper { message: String },
+    /// The command could not be started in the container (e.g. not found there).
+    #[error("exec: {message}")]
+    Exec { message: String },
+    /// The command ran past the exec's timeout and was killed.
+    #[error("exec timed out after {timeout:?}")]
+    ExecTimeout { timeout: std::time::Duration },
 }
 
 impl Error {

@@ -3,6 +3,7 @@
 
 mod config;
 mod error;
+pub mod exec;
 pub mod logs;
 pub mod monitor;
 pub mod overlay;

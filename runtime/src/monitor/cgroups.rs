@@ -142,15 +142,18 @@ impl CreatedDirs {
         self.dirs.iter().flatten()
     }
 
-    /// Removes the recorded directories, leaves first. Gone already is fine; the first
-    /// other failure is returned after trying the rest.
+    /// Removes the recorded directories, leaves first. Gone already is fine, and so is a
+    /// parent still in use (another container created at the same time lives in it: the
+    /// last one out removes it). The first other failure is returned after trying the rest.
     pub fn remove(&self) -> Result<(), Error> {
         let mut first_error = None;
         for missing in &self.dirs {
-            for dir in missing.iter().rev() {
+            let leaf = missing.len().saturating_sub(1);
+            for (index, dir) in missing.iter().enumerate().rev() {
                 match std::fs::remove_dir(dir) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) if index < leaf && err.raw_os_error() == Some(libc::EBUSY) => {}
                     Err(err) => {
                         tracing::warn!(dir = %dir.display(), error = %err, "cannot remove cgroup");
                         first_error.get_or_insert(Error::io("remove cgroup", dir, err));
