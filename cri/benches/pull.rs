@@ -20,18 +20,17 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::agent::{TestAgent, test_dir};
+use common::agent::TestAgent;
+use common::containerd::{CONTAINERD_BIN, Containerd};
 use common::images::{Compression, ImageBuilder, Layer};
 use common::registry::{PushedImage, Registry};
 use corral::client::CriClient;
-use k8s_cri::v1::{ImageSpec, PullImageRequest, RemoveImageRequest, VersionRequest};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use k8s_cri::v1::{ImageSpec, PullImageRequest, RemoveImageRequest};
 
 /// Pulls per runtime; the median is reported.
 const RUNS: usize = 3;
@@ -55,9 +54,7 @@ const SEED: u64 = 0x00c0_7a11_be4c_0001;
 /// Repository and tag of the benchmark image.
 const REPO: &str = "bench/big";
 const TAG: &str = "latest";
-/// Debian's containerd.
-const CONTAINERD_BIN: &str = "/usr/bin/containerd";
-/// How long a containerd start or a Corral layer removal may take.
+/// How long a Corral layer removal may take.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> Result<()> {
@@ -110,7 +107,7 @@ async fn run() -> Result<()> {
         corral_runs.push(sample);
         if containerd {
             let instance = Containerd::start(registry.addr()).await?;
-            let sample = instance.pull(&reference).await?;
+            let sample = pull_containerd(&instance, &reference).await?;
             instance.stop()?;
             println!("run {run}: containerd {sample}");
             containerd_runs.push(sample);
@@ -381,188 +378,23 @@ fn kept_blob_bytes(images: &Path, image: &PushedImage) -> u64 {
         .sum()
 }
 
-/// A containerd with its own config, root, state, socket and `certs.d` in a `corral-test-*`
-/// temp dir; stopped, unmounted and removed on [`Containerd::stop`] or drop.
-struct Containerd {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    log_path: PathBuf,
-    child: Option<Child>,
-}
-
-impl Containerd {
-    /// Starts a fresh instance that reaches `registry` (`127.0.0.1:PORT`) over plain HTTP
-    /// and waits until its CRI service answers.
-    async fn start(registry: &str) -> Result<Containerd> {
-        let dir = test_dir()?;
-        let base = dir.path().to_path_buf();
-        let hosts = base.join("certs.d").join(registry);
-        std::fs::create_dir_all(&hosts)?;
-        std::fs::write(
-            hosts.join("hosts.toml"),
-            format!(
-                "server = \"http://{registry}\"\n\n[host.\"http://{registry}\"]\n  \
-                 capabilities = [\"pull\", \"resolve\"]\n"
-            ),
-        )?;
-        for sub in ["net.d", "cni-bin", "tmp"] {
-            std::fs::create_dir_all(base.join(sub))?;
-        }
-        let socket = base.join("containerd.sock");
-        // Defaults everywhere that touches the pull (overlayfs, 3 downloads at once, layers
-        // kept after unpack); only paths are moved into the temp dir, and snapshotters that
-        // cannot work here are not loaded.
-        let config = format!(
-            "version = 2\n\
-             root = {root:?}\n\
-             state = {state:?}\n\
-             temp = {temp:?}\n\
-             disabled_plugins = [\"io.containerd.snapshotter.v1.btrfs\", \
-             \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.snapshotter.v1.devmapper\", \
-             \"io.containerd.snapshotter.v1.aufs\"]\n\n\
-             [grpc]\n  address = {socket:?}\n\n\
-             [plugins]\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {opt:?}\n\
-             [plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  \
-             max_concurrent_downloads = 3\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"overlayfs\"\n  \
-             discard_unpacked_layers = false\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = {cni_bin:?}\n  \
-             conf_dir = {cni_conf:?}\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = {certs:?}\n",
-            root = base.join("root"),
-            state = base.join("state"),
-            temp = base.join("tmp"),
-            opt = base.join("opt"),
-            cni_bin = base.join("cni-bin"),
-            cni_conf = base.join("net.d"),
-            certs = base.join("certs.d"),
-        );
-        let config_path = base.join("config.toml");
-        std::fs::write(&config_path, config)?;
-        let log_path = base.join("containerd.log");
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(CONTAINERD_BIN)
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning containerd")?;
-        let mut containerd = Containerd {
-            dir,
-            socket,
-            log_path,
-            child: Some(child),
-        };
-        containerd.wait_ready().await?;
-        Ok(containerd)
+/// One timed pull by `containerd`; checks that every layer was unpacked into an overlayfs
+/// snapshot.
+async fn pull_containerd(containerd: &Containerd, reference: &str) -> Result<Sample> {
+    let mut client = containerd.client().await?;
+    let sample = timed_pull(&mut client, reference, containerd.pid())
+        .await
+        .with_context(|| format!("containerd log:\n{}", containerd.log()))?;
+    let snapshots = containerd
+        .dir()
+        .join("root/io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let unpacked = std::fs::read_dir(&snapshots)
+        .with_context(|| format!("reading {}", snapshots.display()))?
+        .count();
+    if unpacked != LAYERS {
+        bail!("containerd has {unpacked} snapshots after the pull, expected {LAYERS}");
     }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + WAIT_TIMEOUT;
-        loop {
-            if let Ok(mut client) = CriClient::connect(&self.socket).await {
-                if client
-                    .runtime
-                    .version(VersionRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return Ok(());
-                }
-            }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    bail!("containerd exited early ({status}); log:\n{}", self.log());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "containerd's CRI service did not answer on {}; log:\n{}",
-                    self.socket.display(),
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// One timed pull; checks that every layer was unpacked into an overlayfs snapshot.
-    async fn pull(&self, reference: &str) -> Result<Sample> {
-        let mut client = CriClient::connect(&self.socket).await?;
-        let pid = self.child.as_ref().map(Child::id);
-        let sample = timed_pull(&mut client, reference, pid)
-            .await
-            .with_context(|| format!("containerd log:\n{}", self.log()))?;
-        let snapshots = self
-            .dir
-            .path()
-            .join("root/io.containerd.snapshotter.v1.overlayfs/snapshots");
-        let unpacked = std::fs::read_dir(&snapshots)
-            .with_context(|| format!("reading {}", snapshots.display()))?
-            .count();
-        if unpacked != LAYERS {
-            bail!("containerd has {unpacked} snapshots after the pull, expected {LAYERS}");
-        }
-        Ok(sample)
-    }
-
-    /// Stops containerd, unmounts anything left under its dir and removes the dir.
-    fn stop(mut self) -> Result<()> {
-        self.shutdown()?;
-        Ok(())
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(i32::try_from(child.id())?);
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        unmount_under(self.dir.path())
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if let Err(error) = self.shutdown() {
-            eprintln!("cleaning up containerd: {error:#}");
-        }
-        // The temp dir is removed after this, when `dir` drops.
-    }
-}
-
-/// Lazily unmounts every mount point under `dir`, deepest first.
-fn unmount_under(dir: &Path) -> Result<()> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mut points: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(point.replace("\\040", " ")))
-        .filter(|point| point.starts_with(dir))
-        .collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
-    for point in points {
-        eprintln!("unmounting {} left by containerd", point.display());
-        nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH)
-            .with_context(|| format!("unmounting {}", point.display()))?;
-    }
-    Ok(())
+    Ok(sample)
 }
 
 /// Generates the benchmark image and pushes it; returns it with its file bytes and file count.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod containerd;
 pub mod images;
 pub mod network;
 pub mod proxy;
