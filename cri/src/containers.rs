@@ -114,21 +114,7 @@ impl ContainerManager {
 
     /// A container by full ID or unique prefix.
     pub fn get(&self, id: &str) -> Option<ContainerRecord> {
-        if let Some(record) = self.records.get(id) {
-            return Some(record);
-        }
-        if id.len() < 6 {
-            return None;
-        }
-        let mut matches = self
-            .records
-            .list()
-            .into_iter()
-            .filter(|r| r.id.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some(record), None) => Some(record),
-            _ => None,
-        }
+        self.records.find(id)
     }
 
     /// Every container.
