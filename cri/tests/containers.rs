@@ -10,202 +10,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::agent::TestAgent;
-use common::images::push_test_images;
-use common::network::TestNetwork;
-use common::registry::Registry;
+use common::pod::pod;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, KeyValue, ListContainersRequest, PodSandboxConfig,
-    PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue,
+    RemoveContainerRequest, StopContainerRequest,
 };
-
-struct Pod {
-    agent: TestAgent,
-    _registry: Registry,
-    _network: TestNetwork,
-    sandbox_id: String,
-    sandbox_config: PodSandboxConfig,
-    image: String,
-}
-
-async fn pod(agent: TestAgent) -> Pod {
-    let registry = Registry::start().unwrap();
-    push_test_images(registry.addr()).await.unwrap();
-    let network = TestNetwork::install(&agent, &[]).unwrap();
-    let image = format!("{}/corral-test/busybox:latest", registry.addr());
-    let mut client = agent.client().await.unwrap();
-    client
-        .image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..ImageSpec::default()
-            }),
-            ..PullImageRequest::default()
-        })
-        .await
-        .unwrap();
-    let sandbox_config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "ctr-pod".to_string(),
-            uid: "uid-ctr-pod".to_string(),
-            namespace: "corral-test".to_string(),
-            attempt: 0,
-        }),
-        hostname: "ctr-pod".to_string(),
-        log_directory: agent.dir.path().join("logs").display().to_string(),
-        ..PodSandboxConfig::default()
-    };
-    let sandbox_id = client
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    Pod {
-        agent,
-        _registry: registry,
-        _network: network,
-        sandbox_id,
-        sandbox_config,
-        image,
-    }
-}
-
-impl Pod {
-    fn config(&self, name: &str, command: &[&str]) -> ContainerConfig {
-        ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: name.to_string(),
-                attempt: 0,
-            }),
-            image: Some(ImageSpec {
-                image: self.image.clone(),
-                ..ImageSpec::default()
-            }),
-            command: command.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}.log"),
-            ..ContainerConfig::default()
-        }
-    }
-
-    async fn create(&self, config: ContainerConfig) -> Result<String, tonic::Status> {
-        let mut client = self.agent.client().await.unwrap();
-        Ok(client
-            .runtime
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: self.sandbox_id.clone(),
-                config: Some(config),
-                sandbox_config: Some(self.sandbox_config.clone()),
-            })
-            .await?
-            .into_inner()
-            .container_id)
-    }
-
-    async fn start(&self, id: &str) {
-        let mut client = self.agent.client().await.unwrap();
-        client
-            .runtime
-            .start_container(StartContainerRequest {
-                container_id: id.to_string(),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn run(&self, config: ContainerConfig) -> String {
-        let id = self.create(config).await.unwrap();
-        self.start(&id).await;
-        id
-    }
-
-    async fn status(&self, id: &str) -> ContainerStatus {
-        let mut client = self.agent.client().await.unwrap();
-        client
-            .runtime
-            .container_status(ContainerStatusRequest {
-                container_id: id.to_string(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-    }
-
-    async fn wait_exited(&self, id: &str) -> ContainerStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = self.status(id).await;
-            if status.state == ContainerState::ContainerExited as i32 {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "container never exited: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(
-            self.agent
-                .dir
-                .path()
-                .join("logs")
-                .join(format!("{name}.log")),
-        )
-        .unwrap_or_default()
-    }
-
-    /// The log's content lines without the timestamp, stream and tag.
-    fn log_lines(&self, name: &str) -> Vec<String> {
-        self.log(name)
-            .lines()
-            .map(|line| line.splitn(4, ' ').nth(3).unwrap_or_default().to_string())
-            .collect()
-    }
-
-    async fn tear_down(self) {
-        let mut client = self.agent.client().await.unwrap();
-        let id = self.sandbox_id.clone();
-        client
-            .runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            })
-            .await
-            .unwrap();
-        client
-            .runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
-            .await
-            .unwrap();
-        let left = client
-            .runtime
-            .list_containers(ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        assert!(left.is_empty(), "{left:?}");
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = self.agent.dir.path().display().to_string();
-        assert!(!mounts.contains(&root), "mounts left under {root}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_output_reaches_cri_log_and_exit_code_is_recorded() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "ctr-pod").await;
     let id = pod
         .run(pod.config("hello", &["sh", "-c", "echo out; echo err >&2; exit 3"]))
         .await;
@@ -235,7 +48,7 @@ async fn test_output_reaches_cri_log_and_exit_code_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_env_cwd_user_and_pod_files() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "ctr-pod").await;
     let mut config = pod.config(
         "env",
         &[
@@ -272,7 +85,7 @@ async fn test_env_cwd_user_and_pod_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_stop_falls_back_to_sigkill_and_remove_is_idempotent() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "ctr-pod").await;
     let id = pod
         .run(pod.config(
             "stubborn",
@@ -332,7 +145,7 @@ async fn test_stop_falls_back_to_sigkill_and_remove_is_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_running_container_survives_agent_kill9_and_exit_meanwhile_is_recorded() {
     let agent = TestAgent::start().await.unwrap();
-    let mut pod = pod(agent).await;
+    let mut pod = pod(agent, "ctr-pod").await;
     let long = pod.run(pod.config("long", &["sleep", "1000"])).await;
     let short = pod
         .run(pod.config("short", &["sh", "-c", "sleep 2; exit 7"]))
@@ -352,7 +165,7 @@ async fn test_running_container_survives_agent_kill9_and_exit_meanwhile_is_recor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_create_rejects_unknown_image_and_sandbox() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "ctr-pod").await;
     let mut config = pod.config("missing", &["true"]);
     config.image = Some(ImageSpec {
         image: "corral-test/not-pulled:latest".to_string(),
@@ -378,7 +191,7 @@ async fn test_create_rejects_unknown_image_and_sandbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_reopen_container_log_after_rename() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "ctr-pod").await;
     let id = pod
         .run(pod.config(
             "rotating",
@@ -427,7 +240,7 @@ async fn test_reopen_container_log_after_rename() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_runtime_default_seccomp_is_applied_without_no_new_privs() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "ctr-pod").await;
     let mut config = pod.config("seccomp", &["grep", "^Seccomp:", "/proc/self/status"]);
     config.linux = Some(k8s_cri::v1::LinuxContainerConfig {
         security_context: Some(k8s_cri::v1::LinuxContainerSecurityContext {

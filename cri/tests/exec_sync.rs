@@ -10,154 +10,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::agent::TestAgent;
-use common::images::push_test_images;
-use common::network::TestNetwork;
-use common::registry::Registry;
+use common::pod::{Pod, pod};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, KeyValue,
-    ListContainersRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    ContainerState, ExecSyncRequest, ExecSyncResponse, KeyValue, StopContainerRequest,
 };
 
-// The pod and container helpers, as in containers.rs.
-
-struct Pod {
-    agent: TestAgent,
-    _registry: Registry,
-    _network: TestNetwork,
-    sandbox_id: String,
-    sandbox_config: PodSandboxConfig,
-    image: String,
-}
-
-async fn pod(agent: TestAgent) -> Pod {
-    let registry = Registry::start().unwrap();
-    push_test_images(registry.addr()).await.unwrap();
-    let network = TestNetwork::install(&agent, &[]).unwrap();
-    let image = format!("{}/corral-test/busybox:latest", registry.addr());
-    let mut client = agent.client().await.unwrap();
-    client
-        .image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.clone(),
-                ..ImageSpec::default()
-            }),
-            ..PullImageRequest::default()
-        })
-        .await
-        .unwrap();
-    let sandbox_config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "exec-pod".to_string(),
-            uid: "uid-exec-pod".to_string(),
-            namespace: "corral-test".to_string(),
-            attempt: 0,
-        }),
-        hostname: "exec-pod".to_string(),
-        log_directory: agent.dir.path().join("logs").display().to_string(),
-        ..PodSandboxConfig::default()
-    };
-    let sandbox_id = client
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    Pod {
-        agent,
-        _registry: registry,
-        _network: network,
-        sandbox_id,
-        sandbox_config,
-        image,
-    }
-}
-
 impl Pod {
-    fn config(&self, name: &str, command: &[&str]) -> ContainerConfig {
-        ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: name.to_string(),
-                attempt: 0,
-            }),
-            image: Some(ImageSpec {
-                image: self.image.clone(),
-                ..ImageSpec::default()
-            }),
-            command: command.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}.log"),
-            ..ContainerConfig::default()
-        }
-    }
-
-    async fn create(&self, config: ContainerConfig) -> Result<String, tonic::Status> {
-        let mut client = self.agent.client().await.unwrap();
-        Ok(client
-            .runtime
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: self.sandbox_id.clone(),
-                config: Some(config),
-                sandbox_config: Some(self.sandbox_config.clone()),
-            })
-            .await?
-            .into_inner()
-            .container_id)
-    }
-
-    async fn start(&self, id: &str) {
-        let mut client = self.agent.client().await.unwrap();
-        client
-            .runtime
-            .start_container(StartContainerRequest {
-                container_id: id.to_string(),
-            })
-            .await
-            .unwrap();
-    }
-
-    async fn run(&self, config: ContainerConfig) -> String {
-        let id = self.create(config).await.unwrap();
-        self.start(&id).await;
-        id
-    }
-
-    async fn status(&self, id: &str) -> ContainerStatus {
-        let mut client = self.agent.client().await.unwrap();
-        client
-            .runtime
-            .container_status(ContainerStatusRequest {
-                container_id: id.to_string(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-    }
-
-    async fn wait_exited(&self, id: &str) -> ContainerStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = self.status(id).await;
-            if status.state == ContainerState::ContainerExited as i32 {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "container never exited: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     async fn exec(
         &self,
         id: &str,
@@ -193,32 +51,9 @@ impl Pod {
         self.agent.run_dir.join("libcontainer").join(id)
     }
 
-    async fn tear_down(self) {
-        let mut client = self.agent.client().await.unwrap();
-        let id = self.sandbox_id.clone();
-        client
-            .runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            })
-            .await
-            .unwrap();
-        client
-            .runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
-            .await
-            .unwrap();
-        let left = client
-            .runtime
-            .list_containers(ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
-        assert!(left.is_empty(), "{left:?}");
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = self.agent.dir.path().display().to_string();
-        assert!(!mounts.contains(&root), "mounts left under {root}");
+    /// Removes the pod, then checks that no exec helper outlived it.
+    async fn finish(self) {
+        self.tear_down().await;
         assert!(helpers_of(&self.agent).is_empty(), "exec helpers left");
     }
 }
@@ -290,7 +125,7 @@ fn compare(init: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_exec_sync_output_exit_codes_and_container_identity() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "exec-pod").await;
     // Root, RuntimeDefault seccomp, no no_new_privs: the filter needs CAP_SYS_ADMIN to load.
     let mut config = pod.config("main", &["sleep", "1000"]);
     config.linux = Some(security_context(None, false));
@@ -421,12 +256,12 @@ async fn test_exec_sync_output_exit_codes_and_container_identity() {
             .collect();
         assert!(left.is_empty(), "{left:?}");
     }
-    pod.tear_down().await;
+    pod.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_exec_sync_timeout_kills_the_command_and_leaves_nothing() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "exec-pod").await;
     let id = pod.run(pod.config("sleeper", &["sleep", "1000"])).await;
 
     let started = Instant::now();
@@ -476,13 +311,13 @@ async fn test_exec_sync_timeout_kills_the_command_and_leaves_nothing() {
         ContainerState::ContainerRunning as i32
     );
     assert_eq!(pod.exec_ok(&id, &["echo", "still"]).await, "still\n");
-    pod.tear_down().await;
+    pod.finish().await;
     assert!(processes_with("sleep 1235").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_exec_sync_errors() {
-    let pod = pod(TestAgent::start().await.unwrap()).await;
+    let pod = pod(TestAgent::start().await.unwrap(), "exec-pod").await;
     let err = pod
         .exec("no-such-container", &["true"], 0)
         .await
@@ -521,5 +356,5 @@ async fn test_exec_sync_errors() {
         .unwrap();
     let err = pod.exec(&running, &["true"], 0).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-    pod.tear_down().await;
+    pod.finish().await;
 }

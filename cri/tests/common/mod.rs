@@ -6,5 +6,6 @@ pub mod agent;
 pub mod containerd;
 pub mod images;
 pub mod network;
+pub mod pod;
 pub mod proxy;
 pub mod registry;
