@@ -25,6 +25,15 @@ pub struct Pod {
 }
 
 pub async fn pod(agent: TestAgent, name: &str) -> Pod {
+    pod_with(agent, name, |_| {}).await
+}
+
+/// A pod whose sandbox config `edit` adjusts (namespace modes, cgroup parent, ...).
+pub async fn pod_with(
+    agent: TestAgent,
+    name: &str,
+    edit: impl FnOnce(&mut PodSandboxConfig),
+) -> Pod {
     let registry = Registry::start().unwrap();
     push_test_images(registry.addr()).await.unwrap();
     let network = TestNetwork::install(&agent, &[]).unwrap();
@@ -41,7 +50,7 @@ pub async fn pod(agent: TestAgent, name: &str) -> Pod {
         })
         .await
         .unwrap();
-    let sandbox_config = PodSandboxConfig {
+    let mut sandbox_config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.to_string(),
             uid: format!("uid-{name}"),
@@ -52,6 +61,7 @@ pub async fn pod(agent: TestAgent, name: &str) -> Pod {
         log_directory: agent.dir.path().join("logs").display().to_string(),
         ..PodSandboxConfig::default()
     };
+    edit(&mut sandbox_config);
     let sandbox_id = client
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -133,6 +143,34 @@ impl Pod {
             .into_inner()
             .status
             .unwrap()
+    }
+
+    /// The `info` JSON of a verbose ContainerStatus (pid, cgroupsPath, bundle, ...).
+    pub async fn info(&self, id: &str) -> serde_json::Value {
+        let mut client = self.agent.client().await.unwrap();
+        let response = client
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        serde_json::from_str(&response.info["info"]).unwrap()
+    }
+
+    /// Waits until the container's log has a line containing `needle`.
+    pub async fn wait_log(&self, name: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log(name).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never reached the log of {name}: {}",
+                self.log(name)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn wait_exited(&self, id: &str) -> ContainerStatus {

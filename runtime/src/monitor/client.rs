@@ -100,10 +100,43 @@ pub fn spawn_monitor_with_timeout(
         ReadyReport { ok: true, .. } => Err(Error::MonitorCreate {
             message: "monitor report without pids".to_string(),
         }),
-        ReadyReport { error, .. } => Err(Error::MonitorCreate {
-            message: error.unwrap_or_else(|| "unknown error".to_string()),
-        }),
+        ReadyReport { error, .. } => {
+            let mut message = error.unwrap_or_else(|| "unknown error".to_string());
+            // The container init is a fork of the monitor: what it logged before failing
+            // (the detail behind "failed to prepare rootfs") is only in the log file.
+            if let Some(detail) = init_errors(&log_path) {
+                if !message.contains(&detail) {
+                    message = format!("{message} [init: {detail}]");
+                }
+            }
+            Err(Error::MonitorCreate { message })
+        }
     }
+}
+
+/// The error lines libcontainer's container init wrote to the monitor log (the last ones,
+/// without timestamps, bounded).
+fn init_errors(log_path: &Path) -> Option<String> {
+    const TAIL: u64 = 16 * 1024;
+    let mut file = std::fs::File::open(log_path).ok()?;
+    let size = file.metadata().ok()?.len();
+    io::Seek::seek(&mut file, io::SeekFrom::Start(size.saturating_sub(TAIL))).ok()?;
+    let mut text = String::new();
+    file.take(TAIL).read_to_string(&mut text).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split_once(" ERROR ").map(|(_, rest)| rest))
+        .filter(|rest| rest.starts_with("libcontainer") && rest.contains('='))
+        .collect();
+    let mut detail = lines.join("; ");
+    if detail.len() > 1000 {
+        let mut end = 1000;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+    }
+    (!detail.is_empty()).then_some(detail)
 }
 
 /// Reads the report line; `Ok(None)` at EOF without one.

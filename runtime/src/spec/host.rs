@@ -30,7 +30,35 @@ pub trait HostProbe {
     fn devices(&self, host_path: &Path) -> Result<Vec<HostDevice>, Error>;
     /// The running kernel's (major, minor) version, when known.
     fn kernel_version(&self) -> Option<(u32, u32)>;
+    /// The cgroup v1 hierarchies mounted under `/sys/fs/cgroup` that container cgroups are
+    /// made in (libcgroups' controllers; not `name=systemd`): empty on a v2 host.
+    fn cgroup_v1_hierarchies(&self) -> Vec<CgroupV1Hierarchy>;
 }
+
+/// A cgroup v1 hierarchy mounted at `/sys/fs/cgroup/<dir>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupV1Hierarchy {
+    /// Its directory name (`cpu,cpuacct`, `memory`, ...).
+    pub dir: String,
+    /// Its controllers (`cpu`, `cpuacct`): each is also a name the hierarchy is known by.
+    pub controllers: Vec<String>,
+}
+
+/// The v1 controllers libcgroups makes container cgroups in.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
 
 /// A device node on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +106,13 @@ impl HostProbe for SystemHost {
                     .join("memory.swap.max")
                     .exists()
             })
+    }
+
+    fn cgroup_v1_hierarchies(&self) -> Vec<CgroupV1Hierarchy> {
+        let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+            return Vec::new();
+        };
+        v1_hierarchies(&crate::monitor::cgroups::parse_mountinfo(&mountinfo))
     }
 
     fn hugetlb_controller(&self) -> bool {
@@ -138,6 +173,32 @@ impl HostProbe for SystemHost {
 }
 
 /// Parses "6.1.0-18-amd64" into (6, 1).
+/// The v1 hierarchies directly under `/sys/fs/cgroup` that hold a libcgroups controller.
+pub(crate) fn v1_hierarchies(
+    mounts: &[crate::monitor::cgroups::CgroupMount],
+) -> Vec<CgroupV1Hierarchy> {
+    mounts
+        .iter()
+        .filter(|m| !m.v2 && m.path.parent() == Some(Path::new(CGROUP_ROOT)))
+        .filter(|m| {
+            m.controllers
+                .iter()
+                .any(|c| V1_CONTROLLERS.contains(&c.as_str()))
+        })
+        .filter_map(|m| {
+            Some(CgroupV1Hierarchy {
+                dir: m.path.file_name()?.to_str()?.to_string(),
+                controllers: m
+                    .controllers
+                    .iter()
+                    .filter(|c| V1_CONTROLLERS.contains(&c.as_str()))
+                    .cloned()
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.trim().split(['.', '-', '+']);
     let major = parts.next()?.parse().ok()?;
@@ -200,6 +261,32 @@ fn device_from_metadata(path: &Path, relative: &Path, meta: &fs::Metadata) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_v1_hierarchies_of_a_hybrid_host() {
+        let mountinfo = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+32 30 0:28 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+35 30 0:31 / /sys/fs/cgroup/misc rw - cgroup cgroup rw,misc
+";
+        let found = v1_hierarchies(&crate::monitor::cgroups::parse_mountinfo(mountinfo));
+        assert_eq!(
+            found,
+            vec![
+                CgroupV1Hierarchy {
+                    dir: "cpu,cpuacct".into(),
+                    controllers: vec!["cpu".into(), "cpuacct".into()],
+                },
+                CgroupV1Hierarchy {
+                    dir: "memory".into(),
+                    controllers: vec!["memory".into()],
+                },
+            ]
+        );
+    }
 
     #[test]
     fn test_parse_kernel_version_variants() {

@@ -40,6 +40,15 @@ pub(super) struct MountsInput<'a> {
     pub volume_dir: &'a Path,
     pub readonly_rootfs: bool,
     pub privileged: bool,
+    /// Bind the container's own v1 cgroup directories at `/sys/fs/cgroup` instead of a
+    /// `cgroup` mount (see [`cgroup_v1_binds`]).
+    pub cgroup_binds: Option<CgroupBinds<'a>>,
+}
+
+/// The container's cgroup directories in each v1 hierarchy of the host.
+pub(super) struct CgroupBinds<'a> {
+    pub hierarchies: &'a [super::CgroupV1Hierarchy],
+    pub cgroups_path: &'a str,
 }
 
 struct Bind {
@@ -89,6 +98,47 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Mount 
     m.set_source(Some(PathBuf::from(source)));
     m.set_options(Some(options.iter().map(|o| o.to_string()).collect()));
     m
+}
+
+/// `/sys/fs/cgroup` as a tmpfs holding a bind of the container's own cgroup directory per
+/// v1 hierarchy (under its directory name and each controller's name, as the host's
+/// symlinks), which is what runc mounts. Used instead of libcontainer's `cgroup` mount for
+/// containers that join an existing PID namespace: libcontainer 0.7 finds the "root"
+/// cgroups there by reading the host's `/proc/<its pid in the container's namespace>`,
+/// which is another process or none ("failed to prepare rootfs ... NotFound /proc/11").
+fn cgroup_v1_binds(binds: &CgroupBinds<'_>, privileged: bool) -> Vec<Mount> {
+    let access = if privileged { "rw" } else { "ro" };
+    let mut out = vec![mount(
+        "/sys/fs/cgroup",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "noexec", "nodev", "mode=755"],
+    )];
+    let relative = binds.cgroups_path.trim_start_matches('/');
+    for hierarchy in binds.hierarchies {
+        let source = Path::new("/sys/fs/cgroup")
+            .join(&hierarchy.dir)
+            .join(relative);
+        let mut names = vec![hierarchy.dir.clone()];
+        names.extend(
+            hierarchy
+                .controllers
+                .iter()
+                .filter(|c| **c != hierarchy.dir)
+                .cloned(),
+        );
+        for name in names {
+            let mut m = mount(
+                &format!("/sys/fs/cgroup/{name}"),
+                "bind",
+                "",
+                &["rbind", "rprivate", "nosuid", "noexec", "nodev", access],
+            );
+            m.set_source(Some(source.clone()));
+            out.push(m);
+        }
+    }
+    out
 }
 
 fn standard_mounts(privileged: bool) -> Vec<Mount> {
@@ -274,9 +324,16 @@ pub(super) fn mounts(input: &MountsInput<'_>) -> Result<Mounts, Error> {
         .filter(|m| {
             let dest = m.destination().to_string_lossy();
             let replaced_dev = bound_dev && dest.starts_with("/dev/");
-            !replaced_dev && !requested(&binds, &dest)
+            let replaced_cgroup = input.cgroup_binds.is_some() && dest == "/sys/fs/cgroup";
+            !replaced_dev && !replaced_cgroup && !requested(&binds, &dest)
         })
         .collect();
+    if let Some(cgroup_binds) = &input.cgroup_binds {
+        if !requested(&binds, "/sys/fs/cgroup") {
+            out.mounts
+                .extend(cgroup_v1_binds(cgroup_binds, input.privileged));
+        }
+    }
     for bind in &binds {
         let propagation = match bind.propagation {
             MountPropagation::PropagationPrivate => "rprivate",

@@ -103,6 +103,21 @@ impl HostProbe for FakeHost {
     fn kernel_version(&self) -> Option<(u32, u32)> {
         Some((6, 1))
     }
+    fn cgroup_v1_hierarchies(&self) -> Vec<super::CgroupV1Hierarchy> {
+        if self.cgroup_v2 {
+            return Vec::new();
+        }
+        vec![
+            super::CgroupV1Hierarchy {
+                dir: "cpu,cpuacct".into(),
+                controllers: vec!["cpu".into(), "cpuacct".into()],
+            },
+            super::CgroupV1Hierarchy {
+                dir: "memory".into(),
+                controllers: vec!["memory".into()],
+            },
+        ]
+    }
 }
 
 struct Fixture {
@@ -166,6 +181,7 @@ impl Fixture {
             apparmor_supported: false,
             seccomp_profile_root: profiles,
             volume_dir: dir.path().join("volumes"),
+            pids_limit: 0,
         };
         Fixture {
             rootfs,
@@ -603,6 +619,52 @@ fn test_build_pid_namespace_from_container_options() {
         pid.path().as_deref(),
         Some(Path::new("/run/corral/sandboxes/sb1/ns/pid"))
     );
+    // Joining the pod's PID namespace on v1: the container's own cgroup directories are
+    // bound at /sys/fs/cgroup instead of libcontainer's `cgroup` mount.
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    assert!(
+        !mounts.iter().any(|m| m.typ().as_deref() == Some("cgroup")),
+        "{mounts:?}"
+    );
+    let at = |dest: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination() == Path::new(dest))
+            .cloned()
+            .unwrap_or_else(|| panic!("no mount at {dest}"))
+    };
+    assert_eq!(at("/sys/fs/cgroup").typ().as_deref(), Some("tmpfs"));
+    let cgroups_path = linux(&spec).cgroups_path().clone().unwrap();
+    let relative = cgroups_path.strip_prefix("/").unwrap();
+    for (dest, dir) in [
+        ("/sys/fs/cgroup/cpu,cpuacct", "cpu,cpuacct"),
+        ("/sys/fs/cgroup/cpu", "cpu,cpuacct"),
+        ("/sys/fs/cgroup/cpuacct", "cpu,cpuacct"),
+        ("/sys/fs/cgroup/memory", "memory"),
+    ] {
+        let m = at(dest);
+        assert_eq!(
+            m.source().as_deref(),
+            Some(
+                Path::new("/sys/fs/cgroup")
+                    .join(dir)
+                    .join(relative)
+                    .as_path()
+            )
+        );
+        assert!(m.options().clone().unwrap().contains(&"ro".to_string()));
+    }
+
+    // A container with its own PID namespace keeps the plain cgroup mount.
+    let spec = f.spec(&with_sc(LinuxContainerSecurityContext {
+        namespace_options: Some(NamespaceOption {
+            pid: NamespaceMode::Container as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    assert!(mounts.iter().any(|m| m.typ().as_deref() == Some("cgroup")));
 }
 
 #[test]
