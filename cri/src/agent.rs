@@ -154,6 +154,7 @@ fn container_paths(config: &Config) -> Result<ContainerPaths, Error> {
             apparmor_supported: std::path::Path::new("/sys/kernel/security/apparmor").exists(),
             seccomp_profile_root: config.runtime.seccomp_profile_root.clone(),
             volume_dir: config.root.join("containers"),
+            pids_limit: config.runtime.pids_limit,
         },
     })
 }

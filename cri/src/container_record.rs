@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use k8s_cri::v1::{
-    Container, ContainerMetadata, ContainerState, ContainerStatus, ImageSpec, Mount,
+    Container, ContainerMetadata, ContainerResources, ContainerState, ContainerStatus,
+    ContainerUser, ImageSpec, LinuxContainerResources, LinuxContainerUser, Mount,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,18 @@ pub struct ContainerRecord {
     pub socket: PathBuf,
     /// The mounts the request asked for (reported in the status).
     pub mounts: Vec<Mount>,
+    /// `linux.cgroupsPath` of the container (under its pod's cgroup parent).
+    #[serde(default)]
+    pub cgroups_path: String,
+    /// The resources as requested at create and changed by UpdateContainerResources.
+    #[serde(default)]
+    pub resources: Option<LinuxContainerResources>,
+    /// The user the container's process runs as (resolved at create).
+    #[serde(default)]
+    pub user: Option<LinuxContainerUser>,
+    /// The container init's pid on the host (0 before the monitor reported it).
+    #[serde(default)]
+    pub pid: i32,
 }
 
 impl ContainerRecord {
@@ -134,9 +147,15 @@ impl ContainerRecord {
             annotations: to_map(&self.annotations),
             mounts: self.mounts.clone(),
             log_path: self.log_path.clone(),
-            resources: None,
+            resources: self.resources.clone().map(|linux| ContainerResources {
+                linux: Some(linux),
+                windows: None,
+            }),
             image_id: self.image_id.clone(),
-            user: None,
+            user: self
+                .user
+                .clone()
+                .map(|linux| ContainerUser { linux: Some(linux) }),
         }
     }
 }

@@ -31,6 +31,9 @@ impl CriService {
                 "layerDir": record.layer_dir,
                 "chainIDs": record.chain_ids,
                 "stopSignal": record.stop_signal,
+                "pid": record.pid,
+                "cgroupsPath": record.cgroups_path,
+                "logPath": record.log_path,
             });
             info.insert("info".to_string(), details.to_string());
         }

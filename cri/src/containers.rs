@@ -12,7 +12,7 @@ use corral_pod_sandbox::rollback::Rollback;
 use corral_runtime::monitor::{self, MonitorConfig};
 use corral_runtime::overlay::{self, OverlayRootfs};
 use corral_runtime::spec::{self, HostLimits, ImageInfo, SandboxInfo, SpecInput};
-use k8s_cri::v1::ContainerConfig;
+use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, LinuxContainerUser};
 
 use crate::container_record::{ContainerPhase, ContainerRecord, exit_reason, name_key};
 use crate::error::Error;
@@ -222,6 +222,10 @@ impl ContainerManager {
             exit_file: self.paths.exits_dir.join(format!("{id}.json")),
             socket: self.paths.sockets_dir.join(format!("{}.sock", &id[..16])),
             mounts: config.mounts.clone(),
+            cgroups_path: spec::cgroups_path(&sandbox.cgroup_parent, id),
+            resources: config.linux.as_ref().and_then(|l| l.resources.clone()),
+            user: None,
+            pid: 0,
         };
         let lower: Vec<PathBuf> = image
             .chain_ids
@@ -247,7 +251,7 @@ impl ContainerManager {
             lower,
             paths: self.paths.clone(),
         };
-        let mut rollback = tokio::task::spawn_blocking(move || job.run())
+        let (mut rollback, record) = tokio::task::spawn_blocking(move || job.run())
             .await
             .map_err(|e| Error::Internal(format!("container task failed: {e}")))??;
         self.records.put(id, record).await?;
@@ -278,6 +282,54 @@ impl ContainerManager {
         self.records.put(&updated.id, updated.clone()).await?;
         // It may already have exited (a short command).
         self.collect_exit(&updated.id).await?;
+        Ok(())
+    }
+
+    /// UpdateContainerResources: `update` merged over the current limits and written to the
+    /// live cgroup of a created or running container, then recorded.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        update: LinuxContainerResources,
+    ) -> Result<(), Error> {
+        let record = self
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if record.phase == ContainerPhase::Exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has exited",
+                record.id
+            )));
+        }
+        let merged = corral_runtime::update::merge_resources(
+            &record.resources.clone().unwrap_or_default(),
+            &update,
+        );
+        let (cgroups_path, container_id, resources) = (
+            record.cgroups_path.clone(),
+            record.id.clone(),
+            merged.clone(),
+        );
+        let warnings = tokio::task::spawn_blocking(move || {
+            corral_runtime::update::apply_resources(
+                &cgroups_path,
+                &container_id,
+                &resources,
+                &spec::SystemHost,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("container task failed: {e}")))?
+        .map_err(Error::Runtime)?;
+        for warning in &warnings {
+            tracing::warn!(container = %record.id, %warning, "resource update adjusted");
+        }
+        let mut updated = record;
+        updated.resources = Some(merged);
+        self.records.put(&updated.id, updated.clone()).await?;
+        // An exit recorded meanwhile must not be lost by this write.
+        self.collect_exit(&updated.id).await?;
+        tracing::info!(container = %updated.id, "container resources updated");
         Ok(())
     }
 
@@ -487,7 +539,8 @@ impl CreateRollback {
 }
 
 impl CreateJob {
-    fn run(self) -> Result<CreateRollback, Error> {
+    /// Returns the undo steps and the record completed with what the spec resolved.
+    fn run(self) -> Result<(CreateRollback, ContainerRecord), Error> {
         let record = &self.record;
         let mut rollback = Rollback::new();
         let io = |what: &str, path: &Path, e: std::io::Error| {
@@ -521,7 +574,7 @@ impl CreateJob {
             sandbox: &self.sandbox,
             image: &self.image,
             rootfs: &rootfs.target,
-            cgroups_path: spec::cgroups_path(&self.sandbox.cgroup_parent, &record.id),
+            cgroups_path: record.cgroups_path.clone(),
             host: &host,
         };
         let built = spec::build(&input, &spec::SystemHost).map_err(Error::Runtime)?;
@@ -536,6 +589,17 @@ impl CreateJob {
             std::fs::create_dir_all(source).map_err(|e| io("create mount source", source, e))?;
         }
         let mut oci = built.spec;
+        let user = oci.process().as_ref().map(|p| LinuxContainerUser {
+            uid: i64::from(p.user().uid()),
+            gid: i64::from(p.user().gid()),
+            supplemental_groups: p
+                .user()
+                .additional_gids()
+                .iter()
+                .flatten()
+                .map(|g| i64::from(*g))
+                .collect(),
+        });
         spec::adapt_for_libcontainer(&mut oci);
         let config_path = record.bundle.join("config.json");
         oci.save(&config_path)
@@ -559,13 +623,16 @@ impl CreateJob {
         monitor_config
             .save(&monitor_config_path)
             .map_err(Error::Runtime)?;
-        monitor::spawn_monitor(&self.paths.monitor_binary, &monitor_config_path)
+        let started = monitor::spawn_monitor(&self.paths.monitor_binary, &monitor_config_path)
             .map_err(Error::Runtime)?;
         let socket = record.socket();
         rollback.push("monitor", move || {
             let _ = monitor::delete(&socket);
         });
-        Ok(CreateRollback(rollback))
+        let mut record = self.record;
+        record.user = user;
+        record.pid = started.container_pid;
+        Ok((CreateRollback(rollback), record))
     }
 }
 

@@ -29,6 +29,7 @@ mod container_reopen_log;
 mod container_start;
 mod container_status;
 mod container_stop;
+mod container_update_resources;
 mod image_fs_info;
 mod image_list;
 mod image_pull;

@@ -128,9 +128,11 @@ impl RuntimeService for CriService {
     }
     async fn update_container_resources(
         &self,
-        _request: Request<v1::UpdateContainerResourcesRequest>,
+        request: Request<v1::UpdateContainerResourcesRequest>,
     ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
-        Err(unimplemented("UpdateContainerResources"))
+        self.container_update_resources(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn reopen_container_log(
         &self,

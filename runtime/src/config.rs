@@ -35,6 +35,10 @@ pub struct Config {
     pub log_max_line_bytes: usize,
     /// Where `Localhost` seccomp profiles given by a relative name are looked up.
     pub seccomp_profile_root: std::path::PathBuf,
+    /// The most processes (tasks) one container may have, written to its `pids.max`;
+    /// 0 = no limit from Corral (kubelet's pod-level pids limit still applies). As CRI-O's
+    /// `pids_limit`: the CRI has no per-container field for it.
+    pub pids_limit: i64,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             monitor_path: std::path::PathBuf::new(),
             log_max_line_bytes: 16 * 1024,
             seccomp_profile_root: std::path::PathBuf::from("/etc/corral/seccomp"),
+            pids_limit: 0,
         }
     }
 }
@@ -64,6 +69,11 @@ impl Config {
         if !self.seccomp_profile_root.is_absolute() {
             return Err(Error::InvalidConfig(
                 "seccomp_profile_root must be absolute".into(),
+            ));
+        }
+        if self.pids_limit < 0 {
+            return Err(Error::InvalidConfig(
+                "pids_limit must be 0 (no limit) or positive".into(),
             ));
         }
         match self.cgroup_driver {

@@ -89,6 +89,9 @@ pub enum Error {
     /// The command could not be started in the container (e.g. not found there).
     #[error("exec: {message}")]
     Exec { message: String },
+    /// The container's live cgroup could not be changed.
+    #[error("update cgroup {cgroup}: {message}")]
+    UpdateCgroup { cgroup: String, message: String },
     /// The command ran past the exec's timeout and was killed.
     #[error("exec timed out after {timeout:?}")]
     ExecTimeout { timeout: std::time::Duration },

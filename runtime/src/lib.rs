@@ -8,6 +8,7 @@ pub mod logs;
 pub mod monitor;
 pub mod overlay;
 pub mod spec;
+pub mod update;
 
 pub use config::{CgroupDriver, Config};
 pub use error::Error;

@@ -37,10 +37,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext};
-use oci_spec::runtime::{Linux, Process, Root, Spec, User};
+use oci_spec::runtime::{Linux, LinuxNamespaceType, Process, Root, Spec, User};
 
-pub use host::{HostDevice, HostProbe, SystemHost};
+pub use host::{CgroupV1Hierarchy, HostDevice, HostProbe, SystemHost};
 pub use mounts::ImageVolume;
+pub use resources::resources as linux_resources;
 pub use seccomp::adapt_for_libcontainer;
 
 use crate::Error;
@@ -128,6 +129,8 @@ pub struct HostLimits {
     pub seccomp_profile_root: PathBuf,
     /// Where image VOLUMEs without a request mount get their per-container directory.
     pub volume_dir: PathBuf,
+    /// The node's per-container pids limit (`[runtime] pids_limit`); 0 = none.
+    pub pids_limit: i64,
 }
 
 /// The spec and what the caller must do or know before starting the container.
@@ -207,6 +210,14 @@ pub fn build(input: &SpecInput<'_>, host: &dyn HostProbe) -> Result<BuiltSpec, E
 
     // Namespaces, mounts, devices.
     let namespaces = namespaces::namespaces(sc, input.sandbox, host.cgroup_v2())?;
+    let joins_pid_namespace = namespaces
+        .iter()
+        .any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_some());
+    let v1_hierarchies = if joins_pid_namespace && !host.cgroup_v2() {
+        host.cgroup_v1_hierarchies()
+    } else {
+        Vec::new()
+    };
     let mounts = mounts::mounts(&mounts::MountsInput {
         config,
         sandbox: input.sandbox,
@@ -214,6 +225,10 @@ pub fn build(input: &SpecInput<'_>, host: &dyn HostProbe) -> Result<BuiltSpec, E
         volume_dir: &input.host.volume_dir,
         readonly_rootfs: sc.readonly_rootfs,
         privileged,
+        cgroup_binds: (!v1_hierarchies.is_empty()).then(|| mounts::CgroupBinds {
+            hierarchies: &v1_hierarchies,
+            cgroups_path: &input.cgroups_path,
+        }),
     })?;
     warnings.extend(mounts.warnings);
     let devices = devices::devices(config, privileged, host)?;
@@ -221,6 +236,11 @@ pub fn build(input: &SpecInput<'_>, host: &dyn HostProbe) -> Result<BuiltSpec, E
     // Resources and confinement.
     let mut resources = resources::resources(requested_resources, host, &mut warnings)?;
     resources.set_devices(Some(devices.cgroup_rules));
+    if input.host.pids_limit > 0 {
+        let mut pids = oci_spec::runtime::LinuxPids::default();
+        pids.set_limit(input.host.pids_limit);
+        resources.set_pids(Some(pids));
+    }
     let seccomp = seccomp::seccomp(
         sc,
         &input.host.seccomp_profile_root,

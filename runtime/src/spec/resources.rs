@@ -12,7 +12,7 @@ use crate::Error;
 /// limit swap; hugepage limits are skipped with a warning when the hugetlb controller is
 /// missing (containerd's default `tolerate_missing_hugetlb_controller = true`); `unified`
 /// entries need cgroup v2 (libcgroups ignores them on v1, so they are refused there).
-pub(super) fn resources(
+pub fn resources(
     requested: Option<&LinuxContainerResources>,
     host: &dyn HostProbe,
     warnings: &mut Vec<String>,
