@@ -31,6 +31,7 @@ build:
 
 release:
 	$(CARGO) build --release --locked -p corral
+	./scripts/build-monitor.sh release
 
 lint:
 	$(CARGO) fmt --all -- --check
