@@ -1,3 +1,10 @@
-//! Metrics: the cgroup stats reader (v1 and v2) and the Prometheus registry and endpoint.
+//! Container and pod stats for the CRI stats calls.
 //!
-//! Empty in the foundation: the stats and metrics issue fills it.
+//! - [`cgroup`]: [`CgroupReader`] reads CPU, memory and pids stats of a cgroup on cgroup v1,
+//!   v2 and hybrid hosts, choosing per resource where to read; partial stats on any failure.
+
+pub mod cgroup;
+mod error;
+
+pub use cgroup::{CgroupReader, CgroupStats, CpuStats, Hierarchy, MemoryStats, PidsStats};
+pub use error::Error;
