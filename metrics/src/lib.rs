@@ -4,7 +4,9 @@
 //!   v2 and hybrid hosts, choosing per resource where to read; partial stats on any failure.
 
 pub mod cgroup;
+mod cpu_rate;
 mod error;
 
 pub use cgroup::{CgroupReader, CgroupStats, CpuStats, Hierarchy, MemoryStats, PidsStats};
+pub use cpu_rate::CpuRate;
 pub use error::Error;
