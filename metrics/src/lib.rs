@@ -5,8 +5,10 @@
 
 pub mod cgroup;
 mod cpu_rate;
+mod disk_usage;
 mod error;
 
 pub use cgroup::{CgroupReader, CgroupStats, CpuStats, Hierarchy, MemoryStats, PidsStats};
 pub use cpu_rate::CpuRate;
+pub use disk_usage::{DiskUsage, DiskUsageCache, dir_usage};
 pub use error::Error;
