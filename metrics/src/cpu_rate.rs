@@ -1,0 +1,201 @@
+//! CPU usage rates from cumulative counters: the `usage_nano_cores` of the CRI stats.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+/// One previous observation of a counter.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    usage_ns: u64,
+    at: Instant,
+}
+
+/// Turns cumulative CPU usage samples into a rate, per id (a container or pod id). Safe to
+/// share between threads; each call holds the lock only for one map lookup.
+#[derive(Debug, Default)]
+pub struct CpuRate {
+    samples: Mutex<HashMap<String, Sample>>,
+}
+
+impl CpuRate {
+    /// An empty tracker.
+    pub fn new() -> CpuRate {
+        CpuRate::default()
+    }
+
+    /// Records `usage_ns` (cumulative CPU time) of `id` seen at `at`, and returns the usage
+    /// in nanocores (CPU-nanoseconds per second) since the previous sample of that id.
+    ///
+    /// `None` on the first sample, when `at` is not after the previous sample (the sample is
+    /// then ignored), or when the counter went backwards (the cgroup was recreated: the new
+    /// value becomes the base for the next call).
+    pub fn observe(&self, id: &str, usage_ns: u64, at: Instant) -> Option<u64> {
+        let sample = Sample { usage_ns, at };
+        let previous = {
+            let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+            match samples.get_mut(id) {
+                Some(slot) => {
+                    let previous = *slot;
+                    if at > previous.at {
+                        *slot = sample;
+                    }
+                    previous
+                }
+                None => {
+                    samples.insert(id.to_string(), sample);
+                    return None;
+                }
+            }
+        };
+        rate(previous, sample)
+    }
+
+    /// Drops the samples of `id` (the container or pod is gone).
+    pub fn forget(&self, id: &str) {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// How many ids have a sample.
+    pub fn len(&self) -> usize {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no id has a sample.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Nanocores between two samples, or `None` when time did not advance or the counter went
+/// backwards.
+fn rate(previous: Sample, current: Sample) -> Option<u64> {
+    let elapsed_ns = current.at.checked_duration_since(previous.at)?.as_nanos();
+    let used_ns = current.usage_ns.checked_sub(previous.usage_ns)?;
+    if elapsed_ns == 0 {
+        return None;
+    }
+    let nano_cores = u128::from(used_ns) * 1_000_000_000 / elapsed_ns;
+    Some(u64::try_from(nano_cores).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn test_observe_first_sample_is_none() {
+        let rate = CpuRate::new();
+        assert_eq!(rate.observe("a", 1_000, Instant::now()), None);
+        assert_eq!(rate.len(), 1);
+    }
+
+    #[test]
+    fn test_observe_half_a_core() {
+        let rate = CpuRate::new();
+        let t0 = Instant::now();
+        rate.observe("a", 1_000_000_000, t0);
+        // 0.5 s of CPU in 1 s: half a core, 5 * 10^8 nanocores.
+        let got = rate.observe("a", 1_500_000_000, t0 + Duration::from_secs(1));
+        assert_eq!(got, Some(500_000_000));
+        // The second sample is the base of the next: 2 cores over 250 ms.
+        let got = rate.observe("a", 2_000_000_000, t0 + Duration::from_millis(1250));
+        assert_eq!(got, Some(2_000_000_000));
+    }
+
+    #[test]
+    fn test_observe_ids_are_independent() {
+        let rate = CpuRate::new();
+        let t0 = Instant::now();
+        rate.observe("a", 0, t0);
+        assert_eq!(rate.observe("b", 0, t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            rate.observe("a", 1_000_000_000, t0 + Duration::from_secs(1)),
+            Some(1_000_000_000)
+        );
+    }
+
+    #[test]
+    fn test_observe_time_not_advancing_is_none_and_ignored() {
+        let rate = CpuRate::new();
+        let t0 = Instant::now();
+        rate.observe("a", 100, t0 + Duration::from_secs(1));
+        assert_eq!(rate.observe("a", 200, t0 + Duration::from_secs(1)), None);
+        assert_eq!(rate.observe("a", 300, t0), None);
+        // The base is still the first sample (usage 100 at t0 + 1 s).
+        assert_eq!(
+            rate.observe("a", 100 + 1_000_000, t0 + Duration::from_secs(2)),
+            Some(1_000_000)
+        );
+    }
+
+    #[test]
+    fn test_observe_counter_reset_rebases() {
+        let rate = CpuRate::new();
+        let t0 = Instant::now();
+        rate.observe("a", 5_000_000_000, t0);
+        assert_eq!(rate.observe("a", 10, t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            rate.observe("a", 10 + 250_000_000, t0 + Duration::from_secs(2)),
+            Some(250_000_000)
+        );
+    }
+
+    #[test]
+    fn test_observe_huge_values_saturate() {
+        let rate = CpuRate::new();
+        let t0 = Instant::now();
+        rate.observe("a", 0, t0);
+        assert_eq!(
+            rate.observe("a", u64::MAX, t0 + Duration::from_nanos(1)),
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn test_forget_drops_base() {
+        let rate = CpuRate::new();
+        let t0 = Instant::now();
+        rate.observe("a", 0, t0);
+        rate.forget("a");
+        assert!(rate.is_empty());
+        assert_eq!(rate.observe("a", 10, t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn test_observe_from_many_threads() {
+        let rate = Arc::new(CpuRate::new());
+        let t0 = Instant::now();
+        let threads: Vec<_> = (0..4)
+            .map(|n| {
+                let rate = Arc::clone(&rate);
+                std::thread::spawn(move || {
+                    let id = format!("c{n}");
+                    rate.observe(&id, 0, t0);
+                    (1..=100u64)
+                        .filter_map(|i| {
+                            rate.observe(&id, i * 1_000_000, t0 + Duration::from_millis(i))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for thread in threads {
+            let rates = thread.join().unwrap();
+            // 1 ms of CPU per 1 ms: one core, every time.
+            assert_eq!(rates, vec![1_000_000_000; 100]);
+        }
+        assert_eq!(rate.len(), 4);
+    }
+}
