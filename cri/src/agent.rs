@@ -35,6 +35,7 @@ pub struct Agent {
     pub images: ImageCatalog,
     pub sandboxes: SandboxManager,
     pub containers: ContainerManager,
+    pub stats: crate::stats::StatsCollector,
     pub host: HostChecks,
     _lock: StateLock,
 }
@@ -90,6 +91,11 @@ impl Agent {
             },
         )
         .await?;
+        let layers_dir = config.root.join("containers");
+        let stats =
+            tokio::task::spawn_blocking(move || crate::stats::StatsCollector::new(layers_dir))
+                .await
+                .map_err(|e| StateError::Task(e.to_string()))?;
         tracing::info!(root = %config.root.display(), lock = %lock.path().display(),
             "state recovered");
         Ok(Agent {
@@ -100,6 +106,7 @@ impl Agent {
             images,
             sandboxes,
             containers,
+            stats,
             host,
             _lock: lock,
         })

@@ -10,10 +10,18 @@ impl CriService {
         &self,
         request: RemoveContainerRequest,
     ) -> Result<RemoveContainerResponse, Status> {
+        let id = self
+            .agent
+            .containers
+            .get(&request.container_id)
+            .map(|r| r.id);
         self.agent
             .containers
             .remove(&request.container_id, &self.agent.images)
             .await?;
+        if let Some(id) = id {
+            self.agent.stats.forget_container(&id);
+        }
         Ok(RemoveContainerResponse {})
     }
 }

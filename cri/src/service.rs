@@ -170,27 +170,35 @@ impl RuntimeService for CriService {
     }
     async fn container_stats(
         &self,
-        _request: Request<v1::ContainerStatsRequest>,
+        request: Request<v1::ContainerStatsRequest>,
     ) -> Result<Response<v1::ContainerStatsResponse>, Status> {
-        Err(unimplemented("ContainerStats"))
+        self.container_stats(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_container_stats(
         &self,
-        _request: Request<v1::ListContainerStatsRequest>,
+        request: Request<v1::ListContainerStatsRequest>,
     ) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
-        Err(unimplemented("ListContainerStats"))
+        self.container_stats_list(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<v1::PodSandboxStatsRequest>,
+        request: Request<v1::PodSandboxStatsRequest>,
     ) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats"))
+        self.sandbox_stats(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<v1::ListPodSandboxStatsRequest>,
+        request: Request<v1::ListPodSandboxStatsRequest>,
     ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats"))
+        self.sandbox_stats_list(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn update_runtime_config(
         &self,
