@@ -8,14 +8,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use corral_image_service::digest::Digest;
 use corral_image_service::index::ImageRecord;
+use corral_image_service::keyed_lock::KeyedLocks;
 use corral_pod_sandbox::rollback::Rollback;
 use corral_runtime::monitor::{self, MonitorConfig};
 use corral_runtime::overlay::{self, OverlayRootfs};
 use corral_runtime::spec::{self, HostLimits, ImageInfo, SandboxInfo, SpecInput};
-use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, LinuxContainerUser};
+use k8s_cri::v1::{
+    ContainerConfig, ContainerEventType, LinuxContainerResources, LinuxContainerUser,
+};
 
 use crate::container_record::{ContainerPhase, ContainerRecord, exit_reason, name_key};
 use crate::error::Error;
+use crate::events::ContainerChanges;
 use crate::images::ImageCatalog;
 use crate::names::{NameRegistry, Reservation};
 use crate::sandbox_record::SandboxRecord;
@@ -47,6 +51,11 @@ pub struct ContainerManager {
     paths: ContainerPaths,
     /// Exits reported by the watcher, until the server takes them.
     exits: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Lifecycle changes for GetContainerEvents.
+    changes: ContainerChanges,
+    /// Serialises the read-modify-write of one container's record (start, exit, update,
+    /// remove), so an exit recorded meanwhile is never overwritten and events keep order.
+    transitions: KeyedLocks,
 }
 
 impl std::fmt::Debug for ContainerManager {
@@ -99,6 +108,8 @@ impl ContainerManager {
             names,
             paths,
             exits: std::sync::Mutex::new(Some(exits)),
+            changes: ContainerChanges::default(),
+            transitions: KeyedLocks::default(),
         };
         for record in manager.records.list() {
             if record.phase == ContainerPhase::Running {
@@ -120,6 +131,11 @@ impl ContainerManager {
     /// Every container.
     pub fn list(&self) -> Vec<ContainerRecord> {
         self.records.list()
+    }
+
+    /// Lifecycle changes from now on (GetContainerEvents).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::events::ContainerChange> {
+        self.changes.subscribe()
     }
 
     /// The stream of exited container IDs (once: the server consumes it).
@@ -254,16 +270,27 @@ impl ContainerManager {
         let (mut rollback, record) = tokio::task::spawn_blocking(move || job.run())
             .await
             .map_err(|e| Error::Internal(format!("container task failed: {e}")))??;
+        let created_at = record.created_at;
         self.records.put(id, record).await?;
         rollback.disarm_steps();
+        self.changes.publish(
+            id,
+            &sandbox.id,
+            ContainerEventType::ContainerCreatedEvent,
+            created_at,
+        );
         tracing::info!(container = %id, sandbox = %sandbox.id, "container created");
         Ok(())
     }
 
     /// StartContainer.
     pub async fn start(&self, id: &str) -> Result<(), Error> {
-        let record = self
+        let found = self
             .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let transition = self.transitions.lock(&found.id).await;
+        let record = self
+            .get(&found.id)
             .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         if record.phase != ContainerPhase::Created {
             return Err(Error::FailedPrecondition(format!(
@@ -280,6 +307,13 @@ impl ContainerManager {
         updated.phase = ContainerPhase::Running;
         updated.started_at = now_nanos();
         self.records.put(&updated.id, updated.clone()).await?;
+        self.changes.publish(
+            &updated.id,
+            &updated.sandbox_id,
+            ContainerEventType::ContainerStartedEvent,
+            updated.started_at,
+        );
+        drop(transition);
         // It may already have exited (a short command).
         self.collect_exit(&updated.id).await?;
         Ok(())
@@ -292,8 +326,12 @@ impl ContainerManager {
         id: &str,
         update: LinuxContainerResources,
     ) -> Result<(), Error> {
-        let record = self
+        let found = self
             .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let transition = self.transitions.lock(&found.id).await;
+        let record = self
+            .get(&found.id)
             .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         if record.phase == ContainerPhase::Exited {
             return Err(Error::FailedPrecondition(format!(
@@ -327,7 +365,8 @@ impl ContainerManager {
         let mut updated = record;
         updated.resources = Some(merged);
         self.records.put(&updated.id, updated.clone()).await?;
-        // An exit recorded meanwhile must not be lost by this write.
+        drop(transition);
+        // An exit that happened meanwhile is recorded now.
         self.collect_exit(&updated.id).await?;
         tracing::info!(container = %updated.id, "container resources updated");
         Ok(())
@@ -378,7 +417,15 @@ impl ContainerManager {
         })
         .await
         .map_err(|e| Error::Internal(format!("container task failed: {e}")))?;
+        let transition = self.transitions.lock(&record.id).await;
         self.records.remove(&record.id).await?;
+        drop(transition);
+        self.changes.publish(
+            &record.id,
+            &record.sandbox_id,
+            ContainerEventType::ContainerDeletedEvent,
+            now_nanos(),
+        );
         self.names.release(&record.name_key());
         images.release_layers(&record.id).await;
         tracing::info!(container = %record.id, "container removed");
@@ -416,6 +463,7 @@ impl ContainerManager {
     /// Records the exit of a running container if its monitor has written one; returns
     /// whether the container has exited.
     pub async fn collect_exit(&self, id: &str) -> Result<bool, Error> {
+        let _transition = self.transitions.lock(id).await;
         let Some(record) = self.records.get(id) else {
             return Ok(true);
         };
@@ -443,6 +491,12 @@ impl ContainerManager {
         }
         updated.reason = exit_reason(exit.exit_code, exit.oom_killed).to_string();
         self.records.put(&updated.id, updated.clone()).await?;
+        self.changes.publish(
+            &updated.id,
+            &updated.sandbox_id,
+            ContainerEventType::ContainerStoppedEvent,
+            updated.finished_at,
+        );
         tracing::info!(container = %updated.id, exit_code = exit.exit_code, reason = %updated.reason, "container exited");
         Ok(true)
     }

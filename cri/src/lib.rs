@@ -7,6 +7,7 @@ pub mod config;
 pub mod container_record;
 pub mod containers;
 pub mod error;
+pub mod events;
 pub mod exit_watch;
 pub mod image_convert;
 pub mod images;
@@ -23,6 +24,7 @@ pub mod state;
 pub mod stats;
 
 mod container_create;
+mod container_events;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;

@@ -26,7 +26,8 @@ impl CriService {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ContainerEventResponse, Status>> + Send>>;
+pub(crate) type EventStream =
+    Pin<Box<dyn Stream<Item = Result<v1::ContainerEventResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RuntimeService for CriService {
@@ -246,9 +247,9 @@ impl RuntimeService for CriService {
 
     async fn get_container_events(
         &self,
-        _request: Request<v1::GetEventsRequest>,
+        request: Request<v1::GetEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(unimplemented("GetContainerEvents"))
+        Ok(Response::new(self.container_events(request.into_inner())))
     }
 }
 

@@ -8,7 +8,7 @@ pub mod digest;
 mod error;
 pub mod hosts;
 pub mod index;
-mod keyed_lock;
+pub mod keyed_lock;
 pub mod layers;
 pub mod manifest;
 pub mod pull;
