@@ -3,7 +3,7 @@ SHELL := /bin/sh
 CARGO ?= cargo
 CONFIG ?= /etc/corral/config.toml
 
-.PHONY: run test deps build release lint unit-and-node-tests leak-check
+.PHONY: run test deps deps-test build release lint unit-and-node-tests leak-check
 
 CNI_CONF_DIR ?= /etc/cni/net.d
 
@@ -16,7 +16,7 @@ run: deps release
 	exec ./target/release/corral serve --config $(CONFIG)
 
 ## make test: everything CI runs (formatting, lints, unit and node tests, leak check).
-test: deps lint
+test: deps-test lint
 	$(CARGO) build --workspace --bins --locked
 	@status=0; \
 	$(CARGO) test --workspace --locked --no-fail-fast || status=$$?; \
@@ -25,6 +25,9 @@ test: deps lint
 
 deps:
 	./scripts/install-deps.sh
+
+deps-test:
+	./scripts/install-deps.sh test
 
 build:
 	$(CARGO) build --workspace --locked

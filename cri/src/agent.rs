@@ -36,6 +36,8 @@ pub struct Agent {
     pub sandboxes: SandboxManager,
     pub containers: ContainerManager,
     pub stats: crate::stats::StatsCollector,
+    /// Where the metrics endpoint listens, once bound.
+    pub metrics_address: std::sync::OnceLock<std::net::SocketAddr>,
     pub host: HostChecks,
     _lock: StateLock,
 }
@@ -107,6 +109,7 @@ impl Agent {
             sandboxes,
             containers,
             stats,
+            metrics_address: std::sync::OnceLock::new(),
             host,
             _lock: lock,
         })

@@ -40,6 +40,8 @@ pub struct Config {
     pub runtime: corral_runtime::Config,
     /// Pod networking.
     pub cni: corral_cni::Config,
+    /// The Prometheus endpoint.
+    pub metrics: corral_metrics::Config,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             pod_sandbox: corral_pod_sandbox::Config::default(),
             runtime: corral_runtime::Config::default(),
             cni: corral_cni::Config::default(),
+            metrics: corral_metrics::Config::default(),
         }
     }
 }
@@ -153,6 +156,9 @@ impl Config {
             .validate()
             .map_err(|e| format!("runtime: {e}"))?;
         self.cni.validate().map_err(|e| format!("cni: {e}"))?;
+        self.metrics
+            .validate()
+            .map_err(|e| format!("metrics: {e}"))?;
         Ok(())
     }
 

@@ -279,6 +279,9 @@ impl ContainerManager {
             ContainerEventType::ContainerCreatedEvent,
             created_at,
         );
+        if let Some(metrics) = crate::agent_metrics::get() {
+            metrics.container_created();
+        }
         tracing::info!(container = %id, sandbox = %sandbox.id, "container created");
         Ok(())
     }
@@ -313,6 +316,9 @@ impl ContainerManager {
             ContainerEventType::ContainerStartedEvent,
             updated.started_at,
         );
+        if let Some(metrics) = crate::agent_metrics::get() {
+            metrics.container_started();
+        }
         drop(transition);
         // It may already have exited (a short command).
         self.collect_exit(&updated.id).await?;
@@ -497,6 +503,11 @@ impl ContainerManager {
             ContainerEventType::ContainerStoppedEvent,
             updated.finished_at,
         );
+        if exit.oom_killed {
+            if let Some(metrics) = crate::agent_metrics::get() {
+                metrics.container_oom_killed();
+            }
+        }
         tracing::info!(container = %updated.id, exit_code = exit.exit_code, reason = %updated.reason, "container exited");
         Ok(true)
     }

@@ -19,7 +19,11 @@ impl CriService {
             return Err(Error::InvalidArgument("image name is required".to_string()).into());
         }
         let credentials = credentials(request.auth.as_ref()).map_err(Error::InvalidArgument)?;
+        let started = std::time::Instant::now();
         let image = self.agent.images.pull(&name, &credentials).await?;
+        if let Some(metrics) = crate::agent_metrics::get() {
+            metrics.image_pulled(image.size, started.elapsed().as_secs_f64());
+        }
         Ok(PullImageResponse {
             image_ref: image.id,
         })

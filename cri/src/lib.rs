@@ -2,6 +2,7 @@
 //! everything else lives here so the node tests and benchmarks can reuse the CRI client.
 
 pub mod agent;
+pub mod agent_metrics;
 pub mod client;
 pub mod config;
 pub mod container_record;
@@ -12,6 +13,7 @@ pub mod exit_watch;
 pub mod image_convert;
 pub mod images;
 pub mod logging;
+pub mod metrics_server;
 pub mod names;
 pub mod pod_network;
 pub mod request_log;

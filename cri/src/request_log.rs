@@ -51,6 +51,7 @@ where
         Logged {
             inner: future,
             started: Instant::now(),
+            method,
         }
         .instrument(span)
     }
@@ -62,6 +63,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         started: Instant,
+        method: String,
     }
 }
 
@@ -79,6 +81,9 @@ where
         match &result {
             Ok(response) => {
                 let (code, message) = grpc_outcome(response.headers());
+                if let Some(metrics) = crate::agent_metrics::get() {
+                    metrics.request(this.method, code, duration_ms / 1000.0);
+                }
                 if code == tonic::Code::Ok {
                     tracing::debug!(code = ?code, duration_ms, "request done");
                 } else {

@@ -90,6 +90,12 @@ impl CriService {
             "hostPrerequisitesMissing".to_string(),
             json!(self.agent.host.missing).to_string(),
         );
+        if let Some(address) = self.agent.metrics_address.get() {
+            info.insert(
+                "metricsAddress".to_string(),
+                json!(address.to_string()).to_string(),
+            );
+        }
         info
     }
 }

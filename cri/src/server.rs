@@ -11,6 +11,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::metrics_server;
 use crate::request_log::RequestLogLayer;
 use crate::service::CriService;
 use crate::socket;
@@ -25,6 +26,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.shutdown_timeout_seconds);
     let socket_path = config.socket.clone();
     let agent = Arc::new(Agent::open(config).await?);
+    let metrics = match metrics_server::bind(&agent.config.metrics).await? {
+        Some(listener) => {
+            if let Some(address) = metrics_server::local_address(&listener) {
+                let _ = agent.metrics_address.set(address);
+            }
+            Some(tokio::spawn(metrics_server::serve(
+                listener,
+                Arc::clone(&agent),
+            )))
+        }
+        None => None,
+    };
     let bound = tokio::task::spawn_blocking(move || socket::bind(&socket_path))
         .await
         .context("bind task failed")??;
@@ -90,6 +103,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     bound.remove_file();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     tracing::info!("corral stopped");
     result
 }

@@ -11,8 +11,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use corral_metrics::cadvisor::{
+    ContainerLabels, ContainerSample, ContainerSpec, PodNetworkSample, write_cadvisor,
+};
 use corral_metrics::{
-    CgroupReader, CgroupStats, CpuRate, DiskUsageCache, Hierarchy, NetnsCounters,
+    CgroupReader, CgroupStats, CpuRate, DiskUsageCache, Hierarchy, InterfaceStats, NetnsCounters,
 };
 use k8s_cri::v1::{
     ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage,
@@ -249,7 +252,89 @@ impl StatsCollector {
         }
     }
 
+    /// The cAdvisor-named metrics of the running containers and of the pods' interfaces, in
+    /// the Prometheus text format.
+    pub fn prometheus(
+        &self,
+        sandboxes: &[SandboxRecord],
+        containers: &[ContainerRecord],
+    ) -> String {
+        let pods: HashMap<&str, &SandboxRecord> =
+            sandboxes.iter().map(|s| (s.id.as_str(), s)).collect();
+        let samples: Vec<ContainerSample> = containers
+            .iter()
+            .filter(|c| c.phase == ContainerPhase::Running)
+            .map(|record| {
+                let pod = pods.get(record.sandbox_id.as_str());
+                let resources = record.resources.clone().unwrap_or_default();
+                let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+                ContainerSample {
+                    labels: ContainerLabels {
+                        id: record.cgroups_path.clone(),
+                        container: record.name.clone(),
+                        pod: pod.map(|p| p.name.clone()).unwrap_or_default(),
+                        namespace: pod.map(|p| p.namespace.clone()).unwrap_or_default(),
+                        image: record.image.clone(),
+                    },
+                    stats: self.cgroup(record),
+                    spec: ContainerSpec {
+                        memory_limit_bytes: positive(resources.memory_limit_in_bytes),
+                        cpu_quota: (resources.cpu_quota != 0).then_some(resources.cpu_quota),
+                        cpu_period: positive(resources.cpu_period),
+                        cpu_shares: positive(resources.cpu_shares),
+                    },
+                    fs_usage: self.disk.as_ref().and_then(|disk| {
+                        disk.register(&record.id, &record.layer_dir.join("upper"));
+                        disk.get(&record.id).map(|(usage, _)| usage)
+                    }),
+                    start_time_seconds: (record.started_at > 0)
+                        .then(|| record.started_at as f64 / 1e9),
+                }
+            })
+            .collect();
+        let networks: Vec<PodNetworkSample> = sandboxes
+            .iter()
+            .filter_map(|sandbox| {
+                let interfaces = self.interfaces(sandbox)?;
+                Some(PodNetworkSample {
+                    pod: sandbox.name.clone(),
+                    namespace: sandbox.namespace.clone(),
+                    id: if sandbox.cgroup_parent.is_empty() {
+                        sandbox.id.clone()
+                    } else {
+                        sandbox.cgroup_parent.clone()
+                    },
+                    interfaces: interfaces.into_iter().filter(|i| i.name != "lo").collect(),
+                })
+            })
+            .collect();
+        let mut out = String::new();
+        write_cadvisor(&mut out, &samples, &networks);
+        out
+    }
+
     fn network(&self, sandbox: &SandboxRecord, now: Now) -> Option<NetworkUsage> {
+        let interfaces: Vec<NetworkInterfaceUsage> = self
+            .interfaces(sandbox)?
+            .into_iter()
+            .filter(|i| i.name != "lo")
+            .map(|i| NetworkInterfaceUsage {
+                name: i.name,
+                rx_bytes: Some(UInt64Value { value: i.rx_bytes }),
+                rx_errors: Some(UInt64Value { value: i.rx_errors }),
+                tx_bytes: Some(UInt64Value { value: i.tx_bytes }),
+                tx_errors: Some(UInt64Value { value: i.tx_errors }),
+            })
+            .collect();
+        Some(NetworkUsage {
+            timestamp: now.nanos,
+            default_interface: interfaces.iter().find(|i| i.name == POD_INTERFACE).cloned(),
+            interfaces,
+        })
+    }
+
+    /// The counters of a pod's interfaces (its own network namespace only).
+    fn interfaces(&self, sandbox: &SandboxRecord) -> Option<Vec<InterfaceStats>> {
         let netns = sandbox.netns.as_ref()?;
         let counters = {
             let mut sockets = self.netns.lock().unwrap_or_else(|e| e.into_inner());
@@ -268,28 +353,13 @@ impl StatsCollector {
                 },
             }
         };
-        let interfaces: Vec<NetworkInterfaceUsage> = match counters.read() {
-            Ok(interfaces) => interfaces
-                .into_iter()
-                .filter(|i| i.name != "lo")
-                .map(|i| NetworkInterfaceUsage {
-                    name: i.name,
-                    rx_bytes: Some(UInt64Value { value: i.rx_bytes }),
-                    rx_errors: Some(UInt64Value { value: i.rx_errors }),
-                    tx_bytes: Some(UInt64Value { value: i.tx_bytes }),
-                    tx_errors: Some(UInt64Value { value: i.tx_errors }),
-                })
-                .collect(),
+        match counters.read() {
+            Ok(interfaces) => Some(interfaces),
             Err(error) => {
                 tracing::debug!(sandbox = %sandbox.id, %error, "reading network stats failed");
-                return None;
+                None
             }
-        };
-        Some(NetworkUsage {
-            timestamp: now.nanos,
-            default_interface: interfaces.iter().find(|i| i.name == POD_INTERFACE).cloned(),
-            interfaces,
-        })
+        }
     }
 }
 

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 /// Errors of the metrics crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The `[metrics]` config holds a value that cannot be used.
+    #[error("invalid metrics config: {0}")]
+    InvalidConfig(String),
     /// A stats file (cgroup file, `/proc` file) could not be read.
     #[error("read {path}: {source}")]
     ReadStat { path: PathBuf, source: io::Error },

@@ -13,15 +13,22 @@
 //! - [`NetnsCounters`] reads the interface counters of a pod's network namespace over a
 //!   netlink socket opened inside it; [`parse_proc_net_dev`] parses `/proc/net/dev` text.
 //!
+//! - [`cadvisor`] writes per-container and per-pod metrics under cAdvisor's names in the
+//!   Prometheus text format ([`exposition`]); [`Config`] is the endpoint's `[metrics]` section.
+//!
 //! Errors are [`Error`].
 
+pub mod cadvisor;
 pub mod cgroup;
+mod config;
 mod cpu_rate;
 mod disk_usage;
 mod error;
+pub mod exposition;
 mod netdev;
 
 pub use cgroup::{CgroupReader, CgroupStats, CpuStats, Hierarchy, MemoryStats, PidsStats};
+pub use config::Config;
 pub use cpu_rate::CpuRate;
 pub use disk_usage::{DiskUsage, DiskUsageCache, dir_usage};
 pub use error::Error;

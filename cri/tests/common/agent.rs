@@ -95,7 +95,8 @@ impl TestAgent {
             "root = {root:?}\nrun_dir = {run:?}\nsocket = {socket:?}\n{extra_toml}\n\
              [images]\ncerts_dir = {certs:?}\n{images_toml}\n\
              [pod_sandbox]\nnetns_dir = {netns:?}\n\
-             [cni]\nconf_dirs = [{conf:?}]\nbin_dirs = [{bin:?}, \"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
+             [cni]\nconf_dirs = [{conf:?}]\nbin_dirs = [{bin:?}, \"/usr/lib/cni\", \"/opt/cni/bin\"]\n\
+             [metrics]\naddress = \"127.0.0.1:0\"\n",
             certs = agent.certs_dir,
             netns = agent.netns_dir,
             root = agent.root,
