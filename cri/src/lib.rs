@@ -20,6 +20,7 @@ pub mod server;
 pub mod service;
 pub mod socket;
 pub mod state;
+pub mod streaming;
 
 mod container_create;
 mod container_exec_sync;
