@@ -19,12 +19,16 @@
 //! - any malformed frame ends the connection, with a GOAWAY carrying PROTOCOL_ERROR.
 
 pub mod frame;
+pub mod header_block;
 
+mod dictionary;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use dictionary::{SPDY3_DICTIONARY, SPDY3_DICTIONARY_ID};
 pub use frame::Frame;
+pub use header_block::Headers;
 
 /// A stream id: 31 bits; odd for streams the client opens, even for the server's.
 pub type StreamId = u32;
