@@ -20,6 +20,7 @@
 
 pub mod frame;
 pub mod header_block;
+pub mod reader;
 
 mod dictionary;
 
