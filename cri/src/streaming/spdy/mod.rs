@@ -21,8 +21,18 @@
 pub mod frame;
 pub mod header_block;
 pub mod reader;
+pub mod session;
+pub mod stream;
 
 mod dictionary;
+mod inbound;
+mod outbound;
+#[cfg(test)]
+mod session_edge_tests;
+#[cfg(test)]
+mod session_tests;
+#[cfg(test)]
+mod test_client;
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,6 +40,8 @@ use std::sync::Arc;
 pub use dictionary::{SPDY3_DICTIONARY, SPDY3_DICTIONARY_ID};
 pub use frame::Frame;
 pub use header_block::Headers;
+pub use session::{Config, Incoming, Session, SessionHandle};
+pub use stream::{Stream, StreamEnd, StreamReader, StreamWriter};
 
 /// A stream id: 31 bits; odd for streams the client opens, even for the server's.
 pub type StreamId = u32;
