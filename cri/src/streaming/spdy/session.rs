@@ -1,10 +1,10 @@
 //! The server side of a SPDY/3.1 connection.
 //!
 //! [`Session::server`] takes an upgraded connection and spawns one task that runs two halves:
-//! - the inbound half ([`super::inbound`]) owns the read side and the header decompressor. It
+//! - the inbound half (`inbound.rs`) owns the read side and the header decompressor. It
 //!   answers each SYN_STREAM with an empty SYN_REPLY, then hands the [`Stream`] to [`Incoming`];
 //!   it echoes PINGs and routes DATA to the streams.
-//! - the outbound half ([`super::outbound`]) owns the write side and the header compressor. It
+//! - the outbound half (`outbound.rs`) owns the write side and the header compressor. It
 //!   takes frames from two bounded queues, control frames first, so a slow socket makes writers
 //!   wait instead of buffering without bound.
 //!
@@ -13,8 +13,8 @@
 //! further. SPDY as Kubernetes speaks it has no flow control (neither side sends WINDOW_UPDATE),
 //! so the choice is between that and dropping data; waiting is what Go's spdystream does in
 //! effect, and it keeps memory bounded. The cost: a stream nobody reads stalls the connection
-//! (PINGs included) until it is read, reset or dropped; dropping a [`StreamReader`] discards
-//! that stream's later data instead.
+//! (PINGs included) until it is read, reset or dropped; dropping a
+//! [`StreamReader`](super::StreamReader) discards that stream's later data instead.
 //!
 //! The session ends when the peer closes the connection, at [`SessionHandle::close`], after a
 //! GOAWAY (either way) once no stream is left open, on a protocol error (GOAWAY with
