@@ -24,6 +24,7 @@ pub mod service;
 pub mod socket;
 pub mod state;
 pub mod stats;
+pub mod streaming;
 
 mod container_create;
 mod container_events;
