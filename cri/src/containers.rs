@@ -100,6 +100,15 @@ impl ContainerManager {
         for record in records.list() {
             names.insert(record.name_key(), record.id.clone());
         }
+        let known: std::collections::HashSet<String> =
+            records.list().into_iter().map(|r| r.id).collect();
+        let sweep_paths = paths.clone();
+        let swept = tokio::task::spawn_blocking(move || sweep_orphans(&sweep_paths, &known))
+            .await
+            .map_err(|e| Error::Internal(format!("container task failed: {e}")))?;
+        if swept > 0 {
+            remove_default_cgroup_parent_blocking().await;
+        }
         // Watch first, then look: an exit between the two is seen twice, never missed.
         let exits = crate::exit_watch::watch_exits(&paths.exits_dir)
             .map_err(|e| Error::Internal(format!("watch {}: {e}", paths.exits_dir.display())))?;
@@ -701,6 +710,10 @@ impl CreateJob {
     }
 }
 
+async fn remove_default_cgroup_parent_blocking() {
+    let _ = tokio::task::spawn_blocking(remove_default_cgroup_parent).await;
+}
+
 /// The cgroup parent of containers whose pod names none (`spec::cgroups_path`): removed
 /// when its last container goes (an `rmdir` of a cgroup still in use just fails).
 fn remove_default_cgroup_parent() {
@@ -715,24 +728,91 @@ fn remove_default_cgroup_parent() {
 
 /// Deletes the container through its monitor, unmounts and removes its files.
 fn tear_down(record: &ContainerRecord) {
-    let socket = record.socket();
-    if socket.exists() {
-        if let Err(error) = monitor::delete(&socket) {
-            tracing::warn!(container = %record.id, %error, "monitor delete failed");
+    tear_down_files(&ContainerFiles {
+        id: record.id.clone(),
+        socket: record.socket(),
+        bundle: record.bundle.clone(),
+        layer_dir: record.layer_dir.clone(),
+        exit_file: record.exit_file.clone(),
+    });
+}
+
+/// Where a container's files are, by ID (as [`ContainerManager::create`] places them).
+struct ContainerFiles {
+    id: String,
+    socket: PathBuf,
+    bundle: PathBuf,
+    layer_dir: PathBuf,
+    exit_file: PathBuf,
+}
+
+impl ContainerFiles {
+    fn of(paths: &ContainerPaths, id: &str) -> ContainerFiles {
+        ContainerFiles {
+            id: id.to_string(),
+            socket: paths
+                .sockets_dir
+                .join(format!("{}.sock", id.get(..16).unwrap_or(id))),
+            bundle: paths.bundles_dir.join(id),
+            layer_dir: paths.layers_dir.join(id),
+            exit_file: paths.exits_dir.join(format!("{id}.json")),
         }
     }
-    if let Err(error) = overlay::unmount(&record.rootfs()) {
-        tracing::warn!(container = %record.id, %error, "could not unmount rootfs");
+}
+
+fn tear_down_files(files: &ContainerFiles) {
+    if files.socket.exists() {
+        if let Err(error) = monitor::delete(&files.socket) {
+            tracing::warn!(container = %files.id, %error, "monitor delete failed");
+        }
     }
-    for dir in [&record.bundle, &record.layer_dir] {
+    if let Err(error) = overlay::unmount(&files.bundle.join("rootfs")) {
+        tracing::warn!(container = %files.id, %error, "could not unmount rootfs");
+    }
+    for dir in [&files.bundle, &files.layer_dir] {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => tracing::warn!(container = %record.id, %error, "could not remove dir"),
+            Err(error) => tracing::warn!(container = %files.id, %error, "could not remove dir"),
         }
     }
-    let _ = std::fs::remove_file(&record.exit_file);
-    let _ = std::fs::remove_file(&record.socket);
+    let _ = std::fs::remove_file(&files.exit_file);
+    let _ = std::fs::remove_file(&files.socket);
+}
+
+/// Removes containers that have files but no record: an agent killed during a
+/// CreateContainer, after the monitor started and before the record was written. Their
+/// monitor kills and deletes the never-started container; their mounts and dirs go.
+fn sweep_orphans(paths: &ContainerPaths, known: &std::collections::HashSet<String>) -> usize {
+    let mut orphans = std::collections::BTreeSet::new();
+    for dir in [&paths.bundles_dir, &paths.layers_dir] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_id = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_id && !known.contains(&name) {
+                orphans.insert(name);
+            }
+        }
+    }
+    for id in &orphans {
+        tracing::warn!(container = %id, "removing a container left without a record");
+        let files = ContainerFiles::of(paths, id);
+        let running = |socket: &Path| {
+            monitor::state(socket).is_ok_and(|s| s.status == monitor::Status::Running)
+        };
+        if files.socket.exists() && running(&files.socket) {
+            let _ = monitor::signal(&files.socket, libc::SIGKILL, true);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while running(&files.socket) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        tear_down_files(&files);
+    }
+    orphans.len()
 }
 
 fn sandbox_info(sandbox: &SandboxRecord) -> SandboxInfo {

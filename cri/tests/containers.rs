@@ -260,3 +260,62 @@ async fn test_runtime_default_seccomp_is_applied_without_no_new_privs() {
     assert_eq!(pod.log_lines("seccomp"), vec!["Seccomp:\t2".to_string()]);
     pod.tear_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_restart_removes_a_container_left_without_a_record() {
+    let agent = TestAgent::start().await.unwrap();
+    let mut pod = pod(agent, "ctr-pod").await;
+    let id = pod
+        .create(pod.config("orphan", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    let rootfs = pod
+        .agent
+        .run_dir
+        .join("containers")
+        .join(&id)
+        .join("rootfs");
+    let monitor_mentions = |id: &str| -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(id))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    // The monitor, and the container's init waiting for its start (a fork of the monitor).
+    assert!(monitor_mentions(&id) > 0, "the container's processes run");
+    // An agent killed between starting the monitor and writing the record leaves exactly
+    // this behind: drop the record while the agent is down.
+    pod.agent.kill9().await.unwrap();
+    std::fs::remove_file(
+        pod.agent
+            .root
+            .join("state/containers")
+            .join(format!("{id}.json")),
+    )
+    .unwrap();
+    pod.agent.spawn().await.unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&rootfs.display().to_string()),
+        "rootfs unmounted"
+    );
+    assert!(!rootfs.parent().unwrap().exists(), "bundle removed");
+    assert!(
+        !pod.agent.root.join("containers").join(&id).exists(),
+        "writable layer removed"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while monitor_mentions(&id) > 0 {
+        assert!(Instant::now() < deadline, "the monitor is still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The name is free again.
+    let again = pod.create(pod.config("orphan", &["true"])).await.unwrap();
+    assert_ne!(again, id);
+    pod.tear_down().await;
+}
