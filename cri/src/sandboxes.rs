@@ -37,7 +37,7 @@ pub struct SandboxManager {
     records: Table<SandboxRecord>,
     names: NameRegistry,
     /// Serialises stop/remove of one sandbox.
-    operations: corral_keyed::KeyedLocks,
+    operations: corral_image_service::keyed_lock::KeyedLocks,
     network: PodNetwork,
     paths: SandboxPaths,
 }
@@ -47,28 +47,6 @@ impl std::fmt::Debug for SandboxManager {
         f.debug_struct("SandboxManager")
             .field("paths", &self.paths)
             .finish_non_exhaustive()
-    }
-}
-
-/// A per-key async lock, local to the agent.
-mod corral_keyed {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Debug, Default)]
-    pub struct KeyedLocks {
-        slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    }
-
-    impl KeyedLocks {
-        pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-            let slot = {
-                let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-                slots.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.try_lock().is_err());
-                Arc::clone(slots.entry(key.to_string()).or_default())
-            };
-            slot.lock_owned().await
-        }
     }
 }
 
@@ -109,7 +87,7 @@ impl SandboxManager {
         Ok(SandboxManager {
             records,
             names,
-            operations: corral_keyed::KeyedLocks::default(),
+            operations: corral_image_service::keyed_lock::KeyedLocks::default(),
             network,
             paths,
         })

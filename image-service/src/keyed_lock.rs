@@ -1,5 +1,6 @@
 //! One async lock per key (a chain ID, an image name): concurrent pulls that need the same
-//! layer wait for the first one instead of downloading it again.
+//! layer wait for the first one instead of downloading it again. The agent uses the same
+//! locks for per-sandbox and per-container state transitions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
