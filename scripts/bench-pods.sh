@@ -7,16 +7,6 @@ set -eu
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
-
-# containerd and runc: the runtime compared against (Debian 12: containerd 1.6).
-missing=""
-for p in containerd runc; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  echo "bench-pods: installing$missing"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
+./scripts/install-containerd.sh
 
 exec cargo bench --locked -p corral --bench pods "$@"

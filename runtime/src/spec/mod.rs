@@ -43,6 +43,7 @@ pub use host::{CgroupV1Hierarchy, HostDevice, HostProbe, SystemHost};
 pub use mounts::ImageVolume;
 pub use resources::resources as linux_resources;
 pub use seccomp::adapt_for_libcontainer;
+pub use security::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 
 use crate::Error;
 

@@ -70,7 +70,7 @@ pub(super) const DEFAULT_CAPABILITIES: [Capability; 14] = [
 ];
 
 /// containerd's default masked paths (`pkg/oci` `populateDefaultUnixSpec`).
-pub(super) const DEFAULT_MASKED_PATHS: [&str; 11] = [
+pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -85,7 +85,7 @@ pub(super) const DEFAULT_MASKED_PATHS: [&str; 11] = [
 ];
 
 /// containerd's default read-only paths.
-pub(super) const DEFAULT_READONLY_PATHS: [&str; 5] = [
+pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
