@@ -56,6 +56,14 @@ pub struct ContainerManager {
     /// Serialises the read-modify-write of one container's record (start, exit, update,
     /// remove), so an exit recorded meanwhile is never overwritten and events keep order.
     transitions: KeyedLocks,
+    /// Teardowns of removed containers still running in the background.
+    teardowns: std::sync::Mutex<Vec<Teardown>>,
+}
+
+/// A removed container whose monitor, mounts and directories are being cleaned up.
+struct Teardown {
+    sandbox_id: String,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for ContainerManager {
@@ -119,6 +127,7 @@ impl ContainerManager {
             exits: std::sync::Mutex::new(Some(exits)),
             changes: ContainerChanges::default(),
             transitions: KeyedLocks::default(),
+            teardowns: std::sync::Mutex::new(Vec::new()),
         };
         for record in manager.records.list() {
             if record.phase == ContainerPhase::Running {
@@ -418,6 +427,12 @@ impl ContainerManager {
 
     /// RemoveContainer: kills it if needed, deletes it, unmounts, removes files and the
     /// record. Idempotent; an unknown ID is success.
+    ///
+    /// The record goes first (so the container is gone for every later request and its
+    /// name is free); its monitor, cgroups, rootfs mount and directories are removed by a
+    /// background task, which [`ContainerManager::settle`] waits for (RemovePodSandbox and
+    /// shutdown do). A crash before that task ends leaves files without a record, which the
+    /// next start sweeps.
     pub async fn remove(&self, id: &str, images: &ImageCatalog) -> Result<(), Error> {
         let Some(record) = self.get(id) else {
             return Ok(());
@@ -426,12 +441,17 @@ impl ContainerManager {
             self.stop(&record.id, Duration::ZERO).await?;
         }
         let doomed = record.clone();
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             tear_down(&doomed);
             remove_default_cgroup_parent();
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("container task failed: {e}")))?;
+        });
+        self.teardowns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Teardown {
+                sandbox_id: record.sandbox_id.clone(),
+                task,
+            });
         let transition = self.transitions.lock(&record.id).await;
         self.records.remove(&record.id).await?;
         drop(transition);
@@ -447,7 +467,27 @@ impl ContainerManager {
         Ok(())
     }
 
-    /// Removes every container of a sandbox (RemovePodSandbox).
+    /// Waits for the background teardowns of removed containers: those of one sandbox, or
+    /// all of them.
+    pub async fn settle(&self, sandbox_id: Option<&str>) {
+        let waiting: Vec<Teardown> = {
+            let mut teardowns = self.teardowns.lock().unwrap_or_else(|e| e.into_inner());
+            teardowns.retain(|t| !t.task.is_finished());
+            let (mine, others): (Vec<Teardown>, Vec<Teardown>) = std::mem::take(&mut *teardowns)
+                .into_iter()
+                .partition(|t| sandbox_id.is_none_or(|id| t.sandbox_id == id));
+            *teardowns = others;
+            mine
+        };
+        for teardown in waiting {
+            if let Err(error) = teardown.task.await {
+                tracing::warn!(sandbox = %teardown.sandbox_id, %error, "container teardown failed");
+            }
+        }
+    }
+
+    /// Removes every container of a sandbox (RemovePodSandbox), and waits until their
+    /// teardowns are done.
     pub async fn remove_all_in(
         &self,
         sandbox_id: &str,
@@ -460,6 +500,7 @@ impl ContainerManager {
         {
             self.remove(&record.id, images).await?;
         }
+        self.settle(Some(sandbox_id)).await;
         Ok(())
     }
 
@@ -617,6 +658,7 @@ impl CreateJob {
     fn run(self) -> Result<(CreateRollback, ContainerRecord), Error> {
         let record = &self.record;
         let mut rollback = Rollback::new();
+        let started_at = Instant::now();
         let io = |what: &str, path: &Path, e: std::io::Error| {
             Error::Internal(format!("{what} {}: {e}", path.display()))
         };
@@ -635,6 +677,7 @@ impl CreateJob {
             target: record.rootfs(),
         };
         rootfs.mount().map_err(Error::Runtime)?;
+        let mounted_ms = started_at.elapsed().as_secs_f64() * 1000.0;
         let target = rootfs.target.clone();
         rollback.push("rootfs mount", move || {
             let _ = overlay::unmount(&target);
@@ -652,6 +695,7 @@ impl CreateJob {
             host: &host,
         };
         let built = spec::build(&input, &spec::SystemHost).map_err(Error::Runtime)?;
+        let spec_ms = started_at.elapsed().as_secs_f64() * 1000.0;
         for warning in &built.warnings {
             tracing::warn!(container = %record.id, %warning, "spec adjusted");
         }
@@ -697,8 +741,17 @@ impl CreateJob {
         monitor_config
             .save(&monitor_config_path)
             .map_err(Error::Runtime)?;
+        let bundle_ms = started_at.elapsed().as_secs_f64() * 1000.0;
         let started = monitor::spawn_monitor(&self.paths.monitor_binary, &monitor_config_path)
             .map_err(Error::Runtime)?;
+        tracing::debug!(
+            container = %record.id,
+            mounted_ms,
+            spec_ms,
+            bundle_ms,
+            monitor_ms = started_at.elapsed().as_secs_f64() * 1000.0,
+            "container create steps (cumulative)"
+        );
         let socket = record.socket();
         rollback.push("monitor", move || {
             let _ = monitor::delete(&socket);

@@ -62,7 +62,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let service = CriService::new(agent);
+    let service = CriService::new(Arc::clone(&agent));
     let runtime_service = RuntimeServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -102,6 +102,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     };
+    // Removed containers whose cleanup still runs: finish it (bounded by the grace time).
+    if tokio::time::timeout(grace, agent.containers.settle(None))
+        .await
+        .is_err()
+    {
+        tracing::warn!("container teardowns still running at exit; the next start sweeps them");
+    }
     bound.remove_file();
     if let Some(metrics) = metrics {
         metrics.abort();

@@ -319,3 +319,42 @@ async fn test_restart_removes_a_container_left_without_a_record() {
     assert_ne!(again, id);
     pod.tear_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_remove_frees_the_name_at_once_and_cleanup_finishes_before_exit() {
+    let agent = TestAgent::start().await.unwrap();
+    let mut pod = pod(agent, "ctr-pod").await;
+    let id = pod.run(pod.config("gone", &["sleep", "1000"])).await;
+    let bundle = pod.agent.run_dir.join("containers").join(&id);
+    let mut client = pod.agent.client().await.unwrap();
+    client
+        .runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let err = client
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let again = pod.create(pod.config("gone", &["true"])).await.unwrap();
+    assert_ne!(again, id);
+    // A clean shutdown waits for the background cleanup of the removed container.
+    let status = pod.agent.terminate().await.unwrap();
+    assert!(status.success());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&bundle.display().to_string()),
+        "rootfs unmounted"
+    );
+    assert!(!bundle.exists(), "bundle removed");
+    assert!(!pod.agent.root.join("containers").join(&id).exists());
+    pod.agent.spawn().await.unwrap();
+    pod.tear_down().await;
+}
