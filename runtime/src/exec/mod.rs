@@ -39,6 +39,7 @@ mod client;
 mod executor;
 mod helper;
 mod protocol;
+mod tenant;
 
 pub use client::{ExecOutput, HELPER_GRACE, exec_sync};
 pub use helper::run;
