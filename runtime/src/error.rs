@@ -86,9 +86,14 @@ pub enum Error {
     /// The exec helper ended without a usable report.
     #[error("exec helper: {message}")]
     ExecHelper { message: String },
-    /// The command could not be started in the container (e.g. not found there).
+    /// The command could not be started in the container (e.g. not found there), or a
+    /// streaming exec was stopped.
     #[error("exec: {message}")]
     Exec { message: String },
+    /// The command was not found in the container (streaming execs tell it apart; the
+    /// message names it).
+    #[error("exec: {message}")]
+    ExecCommandNotFound { message: String },
     /// The container's live cgroup could not be changed.
     #[error("update cgroup {cgroup}: {message}")]
     UpdateCgroup { cgroup: String, message: String },

@@ -46,9 +46,19 @@ const READ_CHUNK: usize = 64 * 1024;
 /// result, good or bad, is in the report on stdout; a non-zero code means no report could
 /// be written.
 pub fn run(args: &[std::ffi::OsString]) -> i32 {
+    let parsed = ExecRequest::parse(args);
+    if let Ok(
+        request @ ExecRequest {
+            stream: Some(options),
+            ..
+        },
+    ) = &parsed
+    {
+        return super::stream_helper::run(request, options);
+    }
     trace::init();
     let started = Instant::now();
-    let (report, stdout, stderr) = match ExecRequest::parse(args) {
+    let (report, stdout, stderr) = match parsed {
         Ok(request) => {
             let deadline = request.timeout.map(|t| started + t);
             match execute(&request, deadline) {

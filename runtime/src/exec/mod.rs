@@ -36,14 +36,18 @@
 //! too.
 
 mod client;
+mod console;
 mod executor;
 mod helper;
 mod protocol;
+mod relay;
+mod stream_helper;
 mod tenant;
 
 pub use client::{ExecOutput, HELPER_GRACE, exec_sync};
 pub use helper::run;
 pub use protocol::{
     DEFAULT_MAX_OUTPUT, DecodedReport, ExecErrorKind, ExecReport, ExecRequest, MAX_HEADER,
-    decode_report, encode_report,
+    StreamOptions, TerminalSize, decode_report, encode_report,
 };
+pub use stream_helper::{REPORT_FD, RESIZE_FD};

@@ -1,6 +1,7 @@
-//! Starting a command in a running container with libcontainer's tenant builder (for the
-//! exec helpers): the container's identity (executor.rs), the per-container build lock and
-//! the cleanup of the sockets libcontainer leaves in the container's state directory.
+//! Starting a command in a running container with libcontainer's tenant builder, shared by
+//! the ExecSync helper (`helper.rs`) and the streaming one (`stream_helper.rs`): the
+//! container's identity (executor.rs), the per-container build lock and the cleanup of the
+//! sockets libcontainer leaves in the container's state directory.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -21,13 +22,17 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::executor::{ExecExecutor, SeccompLoad, plan_seccomp};
-use super::protocol::ExecErrorKind;
+use super::protocol::{ExecErrorKind, TerminalSize};
 use crate::monitor::trace;
 
 /// Sockets that libcontainer leaves in the container's state directory: a notify socket
-/// per exec. Removed when they are older than [`STALE_SOCKET`] (ours are removed right
-/// away when they are known).
-const LIBCONTAINER_PREFIXES: [&str; 1] = ["tenant-notify-"];
+/// per exec, and with a terminal a symlink to the console socket. Removed when they are
+/// older than [`STALE_SOCKET`] (ours are removed right away when they are known).
+const LIBCONTAINER_PREFIXES: [&str; 2] = ["tenant-notify-", "tenant-tty-"];
+/// The console sockets streaming helpers listen on (`stream_helper.rs`), bound in the
+/// state directory before the build lock is taken: the helper removes its own, and the age
+/// sweep those of helpers killed before they could.
+pub(crate) const CONSOLE_SOCKET_PREFIX: &str = "corral-exec-tty-";
 const STALE_SOCKET: Duration = Duration::from_secs(60);
 /// How long a helper waits for another one's build to end (builds take milliseconds).
 pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -65,13 +70,20 @@ impl Target {
     }
 }
 
-/// The command's standard streams: these descriptors (closed in the helper once the command
-/// has them).
+/// The command's standard streams.
 pub(crate) enum TenantIo {
+    /// These descriptors (closed in the helper once the command has them).
     Fds {
         stdin: OwnedFd,
         stdout: OwnedFd,
         stderr: OwnedFd,
+    },
+    /// A new pseudo-terminal, made in the container, its master sent to the unix socket
+    /// `console_socket` listens on (a path relative to the state directory); the command's
+    /// stdio is the terminal, sized to `size` before the command runs.
+    Terminal {
+        console_socket: PathBuf,
+        size: Option<TerminalSize>,
     },
 }
 
@@ -83,7 +95,8 @@ pub(crate) fn start(
     io: TenantIo,
     lock_wait: Duration,
 ) -> Result<Pid, Failure> {
-    let mut process = exec_process(&target.spec, cmd)?;
+    let terminal = matches!(io, TenantIo::Terminal { .. });
+    let mut process = exec_process(&target.spec, cmd, terminal)?;
     let seccomp = target
         .spec
         .linux()
@@ -95,6 +108,10 @@ pub(crate) fn start(
     };
     let process_file = process_file(&process)?;
     let process_path = PathBuf::from(format!("/proc/self/fd/{}", process_file.as_raw_fd()));
+    let console_size = match &io {
+        TenantIo::Terminal { size, .. } => *size,
+        TenantIo::Fds { .. } => None,
+    };
     // Execs into one container build one at a time (the command runs unserialized), so
     // the sockets that appear during our build are ours to remove. The lock only serves
     // that cleanup: if it cannot be had soon, build anyway and leave the sockets to the
@@ -104,7 +121,11 @@ pub(crate) fn start(
         .as_ref()
         .map(|_| sockets(&target.dir, &LIBCONTAINER_PREFIXES));
     trace::clear_first_error();
-    let executor = ExecExecutor { seccomp, load };
+    let executor = ExecExecutor {
+        seccomp,
+        load,
+        console_size,
+    };
     let built = ContainerBuilder::new(target.id.clone(), SyscallType::default())
         .with_executor(executor)
         .with_root_path(&target.state_root)
@@ -118,11 +139,16 @@ pub(crate) fn start(
                     .with_stdin(stdin)
                     .with_stdout(stdout)
                     .with_stderr(stderr),
+                TenantIo::Terminal { console_socket, .. } => {
+                    builder.with_console_socket(Some(console_socket))
+                }
             };
             builder
                 .as_tenant()
                 .with_process(Some(&process_path))
-                .with_detach(false)
+                // libcontainer takes a console socket only for a detached process; it
+                // means nothing else to a tenant build.
+                .with_detach(terminal)
                 .build()
         });
     // The builder is gone: our copies of the command's descriptors are closed, so its
@@ -143,6 +169,13 @@ pub(crate) fn start(
             Err(build_failure(&target.dir, &target.id, message))
         }
     }
+}
+
+/// Whether a failed start's message says the command was not found: libcontainer's
+/// executor checks, in the container, that the command exists (on its `PATH`, or at the
+/// path given) before it runs it: `executable '..' not found in $PATH`.
+pub(crate) fn is_not_found(message: &str) -> bool {
+    message.contains("not found in $PATH")
 }
 
 /// The id names a directory under the state root: no separators, no `.`/`..`.
@@ -204,14 +237,19 @@ fn build_failure(container_dir: &Path, id: &str, message: String) -> Failure {
 }
 
 /// The container's process with the exec's command: the same user, groups, capabilities,
-/// no_new_privs, environment, cwd, rlimits, AppArmor profile and OOM score; no terminal.
-pub(crate) fn exec_process(spec: &Spec, cmd: &[String]) -> Result<Process, Failure> {
+/// no_new_privs, environment, cwd, rlimits, AppArmor profile and OOM score; a terminal if
+/// `terminal` (its size is set by the executor).
+pub(crate) fn exec_process(
+    spec: &Spec,
+    cmd: &[String],
+    terminal: bool,
+) -> Result<Process, Failure> {
     let mut process = spec
         .process()
         .clone()
         .ok_or_else(|| failed("the container's spec has no process".to_string()))?;
     process.set_args(Some(cmd.to_vec()));
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(terminal));
     process.set_console_size(None);
     Ok(process)
 }
@@ -318,7 +356,8 @@ fn kill_children() {
     }
 }
 
-/// libcontainer makes a notify socket per exec and never removes it. Under the lock, the ones that appeared during our build are ours.
+/// libcontainer makes a notify socket (and with a terminal a console symlink) per exec and
+/// never removes them. Under the lock, the ones that appeared during our build are ours.
 /// Older leftovers (a helper killed mid-build) go once they are stale.
 fn remove_new_sockets(container_dir: &Path, before: &HashSet<OsString>) {
     for ours in sockets(container_dir, &LIBCONTAINER_PREFIXES).difference(before) {
@@ -330,7 +369,12 @@ fn remove_new_sockets(container_dir: &Path, before: &HashSet<OsString>) {
 /// Removes leftover sockets old enough that no exec can still be using them.
 fn sweep_stale_sockets(container_dir: &Path) {
     let now = SystemTime::now();
-    for name in sockets(container_dir, &LIBCONTAINER_PREFIXES) {
+    let prefixes = [
+        LIBCONTAINER_PREFIXES[0],
+        LIBCONTAINER_PREFIXES[1],
+        CONSOLE_SOCKET_PREFIX,
+    ];
+    for name in sockets(container_dir, &prefixes) {
         let path = container_dir.join(name);
         let stale = std::fs::symlink_metadata(&path)
             .and_then(|m| m.modified())
@@ -369,7 +413,7 @@ mod tests {
             .build()
             .unwrap();
         let cmd = ["id".to_string(), "-u".to_string()];
-        let process = exec_process(&spec, &cmd).unwrap();
+        let process = exec_process(&spec, &cmd, false).unwrap();
         assert_eq!(process.args().as_deref(), Some(&cmd[..]));
         assert_eq!(process.terminal(), Some(false));
         assert_eq!(process.cwd(), Path::new("/work"));
@@ -377,6 +421,8 @@ mod tests {
         assert_eq!(process.user().gid(), 2000);
         assert_eq!(process.no_new_privileges(), Some(true));
         assert_eq!(process.env().as_deref(), Some(&["A=b".to_string()][..]));
+        let process = exec_process(&spec, &cmd, true).unwrap();
+        assert_eq!(process.terminal(), Some(true));
     }
 
     #[test]
@@ -397,12 +443,35 @@ mod tests {
         assert_eq!(kind, ExecErrorKind::Invalid);
     }
 
+    /// libcontainer's wording is what tells a missing command from other failures: pin it.
+    #[test]
+    fn test_not_found_matches_libcontainer_validation() {
+        use libcontainer::oci_spec::runtime::{ProcessBuilder, SpecBuilder};
+        use libcontainer::workload::Executor;
+        use libcontainer::workload::default::DefaultExecutor;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SpecBuilder::default()
+            .process(
+                ProcessBuilder::default()
+                    .args(vec!["corral-no-such-command".to_string()])
+                    .env(vec![format!("PATH={}", dir.path().display())])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let err = DefaultExecutor {}.validate(&spec).unwrap_err().to_string();
+        assert!(is_not_found(&err), "{err}");
+        assert!(!is_not_found("container abc: failed to apply cgroup"));
+    }
+
     #[test]
     fn test_socket_cleanup_removes_new_and_stale() {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         std::fs::write(path("state.json"), "{}").unwrap();
         std::fs::write(path("tenant-notify-old.sock"), "").unwrap();
+        std::fs::write(path("corral-exec-tty-1.sock"), "").unwrap();
         let lock = lock_dir(dir.path(), LOCK_WAIT).unwrap();
         assert!(
             lock_dir(dir.path(), Duration::from_millis(10)).is_none(),
@@ -410,20 +479,29 @@ mod tests {
         );
         let before = sockets(dir.path(), &LIBCONTAINER_PREFIXES);
         std::fs::write(path("tenant-notify-ours.sock"), "").unwrap();
+        std::fs::write(path("tenant-tty-ours.sock"), "").unwrap();
+        // Another helper's console socket, bound while we build: not ours to remove.
+        std::fs::write(path("corral-exec-tty-2.sock"), "").unwrap();
         remove_new_sockets(dir.path(), &before);
         drop(lock);
         assert!(!path("tenant-notify-ours.sock").exists());
+        assert!(!path("tenant-tty-ours.sock").exists());
+        assert!(path("corral-exec-tty-2.sock").exists());
         assert!(path("tenant-notify-old.sock").exists(), "not stale yet");
         assert!(path("state.json").exists());
 
         let old = SystemTime::now() - Duration::from_secs(120);
-        File::options()
-            .write(true)
-            .open(path("tenant-notify-old.sock"))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        for name in ["tenant-notify-old.sock", "corral-exec-tty-1.sock"] {
+            File::options()
+                .write(true)
+                .open(path(name))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
         sweep_stale_sockets(dir.path());
         assert!(!path("tenant-notify-old.sock").exists());
+        assert!(!path("corral-exec-tty-1.sock").exists());
+        assert!(path("corral-exec-tty-2.sock").exists());
     }
 }
