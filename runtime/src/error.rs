@@ -94,6 +94,12 @@ pub enum Error {
     /// message names it).
     #[error("exec: {message}")]
     ExecCommandNotFound { message: String },
+    /// A streaming exec's pipes to its helper failed (`op` names the step).
+    #[error("exec stream: {op}: {source}")]
+    ExecStream {
+        op: &'static str,
+        source: std::io::Error,
+    },
     /// The container's live cgroup could not be changed.
     #[error("update cgroup {cgroup}: {message}")]
     UpdateCgroup { cgroup: String, message: String },

@@ -41,6 +41,7 @@ mod executor;
 mod helper;
 mod protocol;
 mod relay;
+mod stream;
 mod stream_helper;
 mod tenant;
 
@@ -50,4 +51,5 @@ pub use protocol::{
     DEFAULT_MAX_OUTPUT, DecodedReport, ExecErrorKind, ExecReport, ExecRequest, MAX_HEADER,
     StreamOptions, TerminalSize, decode_report, encode_report,
 };
+pub use stream::{ExecExit, ExecStream, StreamExecRequest, spawn_exec_stream};
 pub use stream_helper::{REPORT_FD, RESIZE_FD};
