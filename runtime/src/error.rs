@@ -86,9 +86,20 @@ pub enum Error {
     /// The exec helper ended without a usable report.
     #[error("exec helper: {message}")]
     ExecHelper { message: String },
-    /// The command could not be started in the container (e.g. not found there).
+    /// The command could not be started in the container (e.g. not found there), or a
+    /// streaming exec was stopped.
     #[error("exec: {message}")]
     Exec { message: String },
+    /// The command was not found in the container (streaming execs tell it apart; the
+    /// message names it).
+    #[error("exec: {message}")]
+    ExecCommandNotFound { message: String },
+    /// A streaming exec's pipes to its helper failed (`op` names the step).
+    #[error("exec stream: {op}: {source}")]
+    ExecStream {
+        op: &'static str,
+        source: std::io::Error,
+    },
     /// The container's live cgroup could not be changed.
     #[error("update cgroup {cgroup}: {message}")]
     UpdateCgroup { cgroup: String, message: String },

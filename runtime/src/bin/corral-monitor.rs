@@ -2,7 +2,8 @@
 //! Started by the agent through `spawn_monitor`; not meant to be run by hand.
 //!
 //! `corral-monitor exec [options] <state_root> <container-id> -- <cmd>...`: the short-lived
-//! exec helper (see `corral_runtime::exec`), started by the agent for each `ExecSync`.
+//! exec helper (see `corral_runtime::exec`), started by the agent for each `ExecSync`, and
+//! with `--stream` for each streaming `Exec` (its pipes on fds 0-4 are the agent's).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,6 +18,9 @@ fn main() -> ExitCode {
         eprintln!("usage: corral-monitor <monitor config path>");
         eprintln!(
             "       corral-monitor exec [--timeout-ms N] [--max-output N] <state_root> <container-id> -- <cmd>..."
+        );
+        eprintln!(
+            "       corral-monitor exec --stream [--tty] [--stdin] [--size WxH] [--log PATH] <state_root> <container-id> -- <cmd>..."
         );
         return ExitCode::from(2);
     };

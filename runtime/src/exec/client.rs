@@ -119,6 +119,8 @@ fn run_helper(
         Some(ExecErrorKind::Invalid) => Error::InvalidArgument(format!("exec: {message}")),
         Some(ExecErrorKind::Failed) if read.stopped => timed_out(),
         Some(ExecErrorKind::Failed) | None => Error::Exec { message },
+        // Only streaming helpers report it.
+        Some(ExecErrorKind::NotFound) => Error::ExecCommandNotFound { message },
     })
 }
 

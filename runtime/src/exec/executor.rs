@@ -1,5 +1,6 @@
 //! What runs in the exec'd process right before `execve`: signals back to their defaults,
-//! the container's seccomp filter, then libcontainer's default executor.
+//! the terminal's initial size (streaming execs with a terminal), the container's seccomp
+//! filter, then libcontainer's default executor.
 //!
 //! libcontainer 0.7 drops `linux.seccomp` from a tenant's spec, so the filter is loaded
 //! here, after libcontainer set the user and dropped the capabilities. Loading a filter
@@ -16,6 +17,8 @@ use libcontainer::capabilities::CapabilityExt;
 use libcontainer::oci_spec::runtime::{Capabilities, Capability, LinuxSeccomp, Process, Spec};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
+use super::protocol::TerminalSize;
 
 const CAP_SETPCAP: u32 = 8;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -88,11 +91,20 @@ pub(crate) fn plan_seccomp(process: &mut Process) -> SeccompLoad {
 pub(crate) struct ExecExecutor {
     pub seccomp: Option<LinuxSeccomp>,
     pub load: SeccompLoad,
+    /// With a terminal (stdin is the pty's slave here): its size, set before the command
+    /// runs so that it never sees the terminal at another size. The helper only gets the
+    /// master once the command runs.
+    pub console_size: Option<TerminalSize>,
 }
 
 impl Executor for ExecExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         reset_signals();
+        if let Some(size) = self.console_size {
+            set_window_size(0, size).map_err(|err| {
+                ExecutorError::Other(format!("set the terminal size to {size}: {err}"))
+            })?;
+        }
         if let Some(seccomp) = &self.seccomp {
             load_seccomp(seccomp, &self.load).map_err(ExecutorError::Other)?;
         }
@@ -131,6 +143,21 @@ fn reset_signals() {
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
+}
+
+/// TIOCSWINSZ on a terminal descriptor (master or slave: they share the size).
+pub(crate) fn set_window_size(fd: libc::c_int, size: TerminalSize) -> std::io::Result<()> {
+    let winsize = libc::winsize {
+        ws_row: size.height,
+        ws_col: size.width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `winsize` from a live value; a bad fd only fails.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &winsize) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn load_seccomp(seccomp: &LinuxSeccomp, load: &SeccompLoad) -> Result<(), String> {

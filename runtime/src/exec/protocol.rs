@@ -1,7 +1,9 @@
 //! What the agent and the exec helper say to each other: the helper's command line, and the
-//! report it writes on its stdout (a JSON line, then the captured output).
+//! report it writes (ExecSync: on its stdout, a JSON line, then the captured output;
+//! streaming: on fd 4, the JSON line alone).
 
 use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,11 +15,70 @@ pub const DEFAULT_MAX_OUTPUT: usize = 16 * 1024 * 1024;
 /// The longest report header line accepted (it holds lengths and an error message).
 pub const MAX_HEADER: usize = 64 * 1024;
 
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    /// Columns.
+    pub width: u16,
+    /// Rows.
+    pub height: u16,
+}
+
+impl TerminalSize {
+    /// Parses `WxH` (the `--size` option).
+    pub fn parse_option(text: &str) -> Option<TerminalSize> {
+        let (width, height) = text.split_once('x')?;
+        Some(TerminalSize {
+            width: width.parse().ok()?,
+            height: height.parse().ok()?,
+        })
+    }
+
+    /// Parses one resize line without its newline: `<width> <height>`.
+    pub fn parse_line(line: &str) -> Option<TerminalSize> {
+        let mut fields = line.split_ascii_whitespace();
+        let size = TerminalSize {
+            width: fields.next()?.parse().ok()?,
+            height: fields.next()?.parse().ok()?,
+        };
+        fields.next().is_none().then_some(size)
+    }
+
+    /// The resize line the agent writes on the helper's fd 3.
+    pub fn to_line(self) -> String {
+        format!("{} {}\n", self.width, self.height)
+    }
+}
+
+/// `WxH`, as `--size` takes it.
+impl fmt::Display for TerminalSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// The options of a streaming exec (`--stream`): see the module documentation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// `--tty`: the command gets a pseudo-terminal; the helper relays it.
+    pub tty: bool,
+    /// `--stdin`: the command reads the helper's stdin (else /dev/null, or no input on the
+    /// terminal).
+    pub stdin: bool,
+    /// `--size WxH`: the terminal's size when the command starts.
+    pub size: Option<TerminalSize>,
+    /// `--log PATH`: where the helper appends its own log (else it is discarded: its stdout
+    /// and stderr belong to the command).
+    pub log: Option<PathBuf>,
+}
+
 /// One exec: run `cmd` in the running container `id` whose libcontainer state lives in
 /// `<state_root>/<id>`, for at most `timeout`.
 ///
 /// On the helper's command line (after `exec`):
-/// `[--timeout-ms N] [--max-output N] <state_root> <container-id> -- <cmd>...`
+/// `[--timeout-ms N] [--max-output N] <state_root> <container-id> -- <cmd>...`, or for a
+/// streaming exec
+/// `--stream [--tty] [--stdin] [--size WxH] [--log PATH] <state_root> <container-id> -- <cmd>...`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecRequest {
     /// libcontainer's state root (the monitor config's `state_root`).
@@ -30,6 +91,8 @@ pub struct ExecRequest {
     pub timeout: Option<Duration>,
     /// The cap on each captured stream.
     pub max_output: usize,
+    /// A streaming exec (no timeout, no capture: `timeout` and `max_output` are unused).
+    pub stream: Option<StreamOptions>,
 }
 
 impl ExecRequest {
@@ -41,20 +104,39 @@ impl ExecRequest {
             cmd,
             timeout: None,
             max_output: DEFAULT_MAX_OUTPUT,
+            stream: None,
         }
     }
 
     /// The helper's arguments after `exec`.
     pub fn to_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = Vec::with_capacity(8 + self.cmd.len());
-        if let Some(timeout) = self.timeout {
-            args.push("--timeout-ms".into());
-            // At least 1 ms: 0 would mean "no timeout" to nobody, but be explicit.
-            let ms = timeout.as_millis().max(1);
-            args.push(ms.to_string().into());
+        let mut args: Vec<OsString> = Vec::with_capacity(10 + self.cmd.len());
+        if let Some(stream) = &self.stream {
+            args.push("--stream".into());
+            if stream.tty {
+                args.push("--tty".into());
+            }
+            if stream.stdin {
+                args.push("--stdin".into());
+            }
+            if let Some(size) = stream.size {
+                args.push("--size".into());
+                args.push(size.to_string().into());
+            }
+            if let Some(log) = &stream.log {
+                args.push("--log".into());
+                args.push(log.clone().into_os_string());
+            }
+        } else {
+            if let Some(timeout) = self.timeout {
+                args.push("--timeout-ms".into());
+                // At least 1 ms: 0 would mean "no timeout" to nobody, but be explicit.
+                let ms = timeout.as_millis().max(1);
+                args.push(ms.to_string().into());
+            }
+            args.push("--max-output".into());
+            args.push(self.max_output.to_string().into());
         }
-        args.push("--max-output".into());
-        args.push(self.max_output.to_string().into());
         args.push(self.state_root.clone().into_os_string());
         args.push(self.id.clone().into());
         args.push("--".into());
@@ -66,6 +148,11 @@ impl ExecRequest {
     pub fn parse(args: &[OsString]) -> Result<ExecRequest, String> {
         let mut timeout = None;
         let mut max_output = DEFAULT_MAX_OUTPUT;
+        // Sync-only and stream-only options seen, to reject mixes.
+        let mut sync_option = None;
+        let mut stream_option = None;
+        let mut is_stream = false;
+        let mut stream = StreamOptions::default();
         let mut positional: Vec<&OsStr> = Vec::new();
         let mut rest = args.iter();
         let number = |flag: &str, value: Option<&OsString>| -> Result<u64, String> {
@@ -80,10 +167,35 @@ impl ExecRequest {
                 Some("--timeout-ms") => {
                     let ms = number("--timeout-ms", rest.next())?;
                     timeout = (ms > 0).then(|| Duration::from_millis(ms));
+                    sync_option = Some("--timeout-ms");
                 }
                 Some("--max-output") => {
                     let n = number("--max-output", rest.next())?;
                     max_output = usize::try_from(n).map_err(|_| "--max-output is too large")?;
+                    sync_option = Some("--max-output");
+                }
+                Some("--stream") => is_stream = true,
+                Some("--tty") => {
+                    stream.tty = true;
+                    stream_option = Some("--tty");
+                }
+                Some("--stdin") => {
+                    stream.stdin = true;
+                    stream_option = Some("--stdin");
+                }
+                Some("--size") => {
+                    let size = rest
+                        .next()
+                        .and_then(|v| v.to_str())
+                        .and_then(TerminalSize::parse_option)
+                        .ok_or("--size needs <width>x<height>")?;
+                    stream.size = Some(size);
+                    stream_option = Some("--size");
+                }
+                Some("--log") => {
+                    let path = rest.next().ok_or("--log needs a path")?;
+                    stream.log = Some(PathBuf::from(path));
+                    stream_option = Some("--log");
                 }
                 Some("--") => {
                     for arg in rest.by_ref() {
@@ -109,12 +221,20 @@ impl ExecRequest {
         if cmd.is_empty() {
             return Err("no command after --".to_string());
         }
+        match (is_stream, sync_option, stream_option) {
+            (true, Some(option), _) => {
+                return Err(format!("{option} does not apply to --stream"));
+            }
+            (false, _, Some(option)) => return Err(format!("{option} needs --stream")),
+            _ => {}
+        }
         Ok(ExecRequest {
             state_root: PathBuf::from(state_root),
             id,
             cmd,
             timeout,
             max_output,
+            stream: is_stream.then_some(stream),
         })
     }
 }
@@ -131,6 +251,9 @@ pub enum ExecErrorKind {
     Timeout,
     /// Starting the command failed (libcontainer's error), or the helper was told to stop.
     Failed,
+    /// The command was not found in the container (not on its `PATH`, or no such file).
+    /// Only streaming execs report it; ExecSync reports `failed`.
+    NotFound,
 }
 
 /// The first line the helper writes on its stdout:
@@ -290,6 +413,93 @@ mod tests {
         }
         let zero = ExecRequest::parse(&os(&["--timeout-ms", "0", "/s", "id", "--", "true"]));
         assert_eq!(zero.unwrap().timeout, None);
+    }
+
+    #[test]
+    fn test_stream_request_args_roundtrip() {
+        let mut request = ExecRequest::new("/s", "abc", vec!["sh".into()]);
+        request.stream = Some(StreamOptions::default());
+        let args = request.to_args();
+        assert_eq!(args, os(&["--stream", "/s", "abc", "--", "sh"]));
+        assert_eq!(ExecRequest::parse(&args).unwrap(), request);
+        request.stream = Some(StreamOptions {
+            tty: true,
+            stdin: true,
+            size: Some(TerminalSize {
+                width: 100,
+                height: 40,
+            }),
+            log: Some(PathBuf::from("/b/monitor.log")),
+        });
+        let args = request.to_args();
+        assert_eq!(
+            args,
+            os(&[
+                "--stream",
+                "--tty",
+                "--stdin",
+                "--size",
+                "100x40",
+                "--log",
+                "/b/monitor.log",
+                "/s",
+                "abc",
+                "--",
+                "sh"
+            ])
+        );
+        assert_eq!(ExecRequest::parse(&args).unwrap(), request);
+    }
+
+    #[test]
+    fn test_stream_request_parse_rejects_mixed_and_bad_options() {
+        let cases = [
+            (
+                vec!["--tty", "/s", "id", "--", "sh"],
+                "--tty needs --stream",
+            ),
+            (
+                vec!["--stdin", "/s", "id", "--", "sh"],
+                "--stdin needs --stream",
+            ),
+            (
+                vec!["--stream", "--timeout-ms", "5", "/s", "id", "--", "sh"],
+                "--timeout-ms does not apply",
+            ),
+            (
+                vec!["--max-output", "5", "--stream", "/s", "id", "--", "sh"],
+                "--max-output does not apply",
+            ),
+            (
+                vec!["--stream", "--size", "100", "/s", "id", "--", "sh"],
+                "--size",
+            ),
+            (
+                vec!["--stream", "--size", "0x", "/s", "id", "--", "sh"],
+                "--size",
+            ),
+            (vec!["--stream", "/s", "id", "--log"], "--log needs a path"),
+        ];
+        for (args, want) in cases {
+            let err = ExecRequest::parse(&os(&args)).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn test_terminal_size_parsing() {
+        let size = TerminalSize {
+            width: 120,
+            height: 50,
+        };
+        assert_eq!(TerminalSize::parse_option("120x50"), Some(size));
+        assert_eq!(size.to_string(), "120x50");
+        assert_eq!(size.to_line(), "120 50\n");
+        assert_eq!(TerminalSize::parse_line(" 120 50 "), Some(size));
+        for bad in ["", "120", "120 50 1", "-1 50", "70000 50", "a b"] {
+            assert_eq!(TerminalSize::parse_line(bad), None, "{bad:?}");
+        }
+        assert_eq!(TerminalSize::parse_option("120 50"), None);
     }
 
     #[test]

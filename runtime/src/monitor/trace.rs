@@ -26,8 +26,15 @@ pub fn init() {
     // process whose fd 2 becomes the container's stderr, and what libcontainer logs there
     // must go to monitor.log, not into the container's CRI log.
     if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
-        let _ = LOG.set(std::fs::File::from(fd));
+        init_with(std::fs::File::from(fd));
     }
+    let _ = tracing::subscriber::set_global_default(StderrSubscriber);
+}
+
+/// [`init`] with the log written to `log` rather than stderr (the streaming exec helper,
+/// whose stderr is the command's).
+pub fn init_with(log: std::fs::File) {
+    let _ = LOG.set(log);
     let _ = tracing::subscriber::set_global_default(StderrSubscriber);
 }
 
