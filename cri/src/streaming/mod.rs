@@ -12,11 +12,13 @@
 //! - `http` and `server`: the listener, routing, protocol negotiation and the upgrade.
 //! - `session`, `remote_command`, `port_forward`: what runs on an upgraded connection.
 //! - [`protocol`]: the wire vocabulary both sides share.
+//! - [`client`]: connects to a streaming URL the way crictl does.
 //! - [`spdy`]: the SPDY/3.1 session layer.
 //!
 //! Behaviour follows kubelet's streaming library (`k8s.io/kubelet/pkg/cri/streaming`, now
 //! `k8s.io/cri-streaming`); each module says which file it follows and where it deviates.
 
+pub mod client;
 pub mod protocol;
 pub mod spdy;
 
@@ -29,6 +31,15 @@ mod remote_command;
 mod server;
 mod session;
 mod tokens;
+
+#[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
+mod port_forward_tests;
+#[cfg(test)]
+mod remote_command_tests;
+#[cfg(test)]
+mod test_backend;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
