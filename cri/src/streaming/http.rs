@@ -179,11 +179,13 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
     })
 }
 
-/// A plain-text error answer, as Go's `http.Error` writes it.
+/// A plain-text error answer, as Go's `http.Error` writes it, that also closes the connection
+/// (a client gets one request per connection; the 101 must not say `close`, see `server.rs`).
 fn refuse(status: StatusCode, message: &str) -> Routed {
     let mut response = Response::new(format!("{message}\n"));
     *response.status_mut() = status;
     let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -244,6 +246,8 @@ mod tests {
         assert_eq!(routed.response.status(), StatusCode::SWITCHING_PROTOCOLS);
         let headers = routed.response.headers();
         assert_eq!(headers[UPGRADE], "SPDY/3.1");
+        // Exactly this: client-go drops a 101 whose Connection also says `close`.
+        assert_eq!(headers.get_all(CONNECTION).iter().count(), 1);
         assert_eq!(headers[CONNECTION], "Upgrade");
         assert_eq!(headers[HEADER_PROTOCOL_VERSION], "v2.channel.k8s.io");
         assert!(matches!(
@@ -372,5 +376,6 @@ mod tests {
         let routed = route(&cache, &request);
         assert_eq!(routed.response.status(), StatusCode::BAD_REQUEST);
         assert!(routed.response.body().contains("websocket"));
+        assert_eq!(routed.response.headers()[CONNECTION], "close");
     }
 }

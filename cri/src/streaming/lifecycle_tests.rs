@@ -86,6 +86,8 @@ async fn test_malformed_spdy_frame_closes_the_connection() {
         head.contains("x-stream-protocol-version: v4.channel.k8s.io"),
         "{head}"
     );
+    // Not `Upgrade, close`: client-go drops such an upgrade.
+    assert!(head.contains("connection: Upgrade\r\n"), "{head}");
     // A control frame of SPDY version 2: a protocol error.
     tcp.write_all(&[0x80, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0x0a])
         .await

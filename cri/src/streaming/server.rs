@@ -1,10 +1,14 @@
 //! The streaming server: a TCP listener, one task per connection, and the URLs the CRI
 //! Exec, Attach and PortForward handlers hand out.
 //!
-//! Each connection task serves one HTTP/1.1 request (no keep-alive: clients open one
-//! connection per session). When the answer is `101`, the same task runs the SPDY session on
-//! the upgraded connection, so a connection task lives exactly as long as its session and
+//! Each connection task serves HTTP/1.1 requests; refusals close the connection (clients open
+//! one per session). When the answer is `101`, the same task runs the SPDY session on the
+//! upgraded connection, so a connection task lives exactly as long as its session and
 //! [`StreamingServer::shutdown`] can wait for (or abort) every one of them.
+//!
+//! Keep-alive stays on in hyper: turned off, hyper answers the 101 with
+//! `Connection: Upgrade, close`, and client-go (crictl, kubelet) then gives up on the
+//! connection without a word. Checked against crictl 1.32.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +30,8 @@ use super::session::{SessionContext, run_plan};
 use super::tokens::{PendingRequest, TokenCache};
 use super::{Config, Error};
 
-/// How long a client may take to send its request head.
+/// How long a client may take to send a request head (hyper also closes a kept-alive
+/// connection that sends nothing for this long).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`StreamingServer::shutdown`] lets sessions wind down before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -271,7 +276,6 @@ async fn serve_connection(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr) {
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(false)
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::pin!(connection);
