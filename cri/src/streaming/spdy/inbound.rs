@@ -60,6 +60,7 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
                 _ = self.shared.shutdown_signal() => return Ok(()),
                 event = self.reader.next() => event?,
             };
+            self.shared.touch();
             let going = match event {
                 None => {
                     tracing::debug!("peer closed the spdy connection");
@@ -84,12 +85,27 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
             Frame::SynStream(syn) => return self.on_syn_stream(syn).await,
             Frame::SynReply {
                 stream_id,
+                flags,
                 header_block,
-                ..
             } => {
-                // Decoded all the same: the zlib stream must stay in step.
+                // Decoded even when unexpected: the zlib stream must stay in step.
                 self.headers.decompress(&header_block)?;
-                tracing::debug!(stream_id, "unexpected syn_reply ignored");
+                let reply = {
+                    let mut state = self.shared.state();
+                    let slot = state.streams.get_mut(&stream_id);
+                    slot.and_then(|slot| slot.reply.take())
+                };
+                match reply {
+                    Some(reply) => {
+                        tracing::trace!(stream_id, "peer replied to stream");
+                        // The opener may have stopped waiting; the stream is reset then.
+                        let _ = reply.send(());
+                        if flags & FLAG_FIN != 0 {
+                            self.shared.fin_received(stream_id);
+                        }
+                    }
+                    None => tracing::debug!(stream_id, "unexpected syn_reply ignored"),
+                }
             }
             Frame::Headers {
                 stream_id,
@@ -112,8 +128,9 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
                 }
             }
             Frame::Ping { id } => {
-                // Our own pings would be even; odd ones are the peer's, to echo.
-                if id % 2 == 1 {
+                // The peer's pings (odd from a client, even from a server) are echoed; ours
+                // would come back with our parity.
+                if id % 2 == self.shared.role.peer_parity() {
                     tracing::trace!(id, "echoing ping");
                     return Ok(self.queue(Outgoing::Frame(Frame::Ping { id })).await);
                 }
@@ -149,7 +166,7 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
         let unidirectional = syn.flags & FLAG_UNIDIRECTIONAL != 0;
         let accepted = {
             let mut state = self.shared.state();
-            if id % 2 == 0 || id <= state.last_peer_stream {
+            if id % 2 != self.shared.role.peer_parity() || id <= state.last_peer_stream {
                 Err(if state.streams.contains_key(&id) {
                     RstStatus::STREAM_IN_USE
                 } else {
@@ -173,6 +190,7 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
                             let slot = Slot {
                                 inbound,
                                 stream: stream.clone(),
+                                reply: None,
                             };
                             state.streams.insert(id, slot);
                         }

@@ -8,12 +8,15 @@
 //!   their zlib compression with the SPDY/3 dictionary (one context per direction and connection).
 //! - [`reader`]: an incremental frame reader over an `AsyncRead`, which hands out DATA payloads
 //!   in bounded chunks so no allocation is sized by a length the peer chose.
-//! - [`session`] and [`stream`]: the server side of a connection, as tasks and handles.
+//! - [`session`] and [`stream`]: either side of a connection, as tasks and handles. The server
+//!   side is the streaming server's; the client side serves the project's own streaming client
+//!   (node tests, benchmarks).
 //!
 //! What this implementation does and does not do, matching the Go implementation Kubernetes uses
 //! (`github.com/moby/spdystream` under `k8s.io/apimachinery/pkg/util/httpstream/spdy`):
-//! - the peer (kubelet, crictl) opens streams; every accepted stream is answered with an empty
-//!   SYN_REPLY before it is handed to the caller;
+//! - the client (kubelet, crictl) opens streams; every accepted stream is answered with an
+//!   empty SYN_REPLY before it is handed to the caller; a stream this side opens is usable once
+//!   the peer's SYN_REPLY arrives ([`SessionHandle::open_stream`]);
 //! - no flow control: SETTINGS and WINDOW_UPDATE are parsed and ignored, and none are sent;
 //! - PINGs the peer starts are echoed;
 //! - any malformed frame ends the connection, with a GOAWAY carrying PROTOCOL_ERROR.
@@ -24,8 +27,11 @@ pub mod reader;
 pub mod session;
 pub mod stream;
 
+#[cfg(test)]
+mod client_tests;
 mod dictionary;
 mod inbound;
+mod open;
 mod outbound;
 #[cfg(test)]
 mod session_edge_tests;
@@ -210,6 +216,18 @@ pub enum Error {
     /// The session is closed; nothing more can be sent.
     #[error("spdy session is closed")]
     SessionClosed,
+    /// The peer reset a stream this side opened instead of replying.
+    #[error("peer refused stream {stream_id} with {status}")]
+    StreamRefused {
+        stream_id: StreamId,
+        status: RstStatus,
+    },
+    /// Every stream id of this side has been used.
+    #[error("no stream ids left on this spdy session")]
+    StreamIdsExhausted,
+    /// A GOAWAY went one way or the other: no new stream may be opened.
+    #[error("spdy session is going away, no new streams")]
+    GoingAway,
     /// The session ended with an error; the source says which.
     #[error("spdy session failed")]
     SessionFailed(#[source] Arc<Error>),

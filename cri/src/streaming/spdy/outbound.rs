@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::frame::{FLAG_FIN, Frame, MAX_PAYLOAD, encode_data_head};
+use super::frame::{FLAG_FIN, Frame, MAX_PAYLOAD, SynStream, encode_data_head};
 use super::header_block::HeaderCompressor;
 use super::session::{Outgoing, Shared, Shutdown};
 use super::{Error, GoAwayStatus, Result};
@@ -157,6 +157,18 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
                 };
                 reply.encode(&mut self.buf)?;
             }
+            Outgoing::Open { stream_id, headers } => {
+                let header_block = self.headers.compress(&headers)?;
+                let open = Frame::SynStream(SynStream {
+                    stream_id,
+                    associated_to: 0,
+                    priority: 0,
+                    slot: 0,
+                    flags: 0,
+                    header_block,
+                });
+                open.encode(&mut self.buf)?;
+            }
             Outgoing::Data {
                 stream,
                 mut data,
@@ -206,6 +218,8 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
         self.io.flush().await.map_err(|source| Error::Io {
             op: "flush",
             source,
-        })
+        })?;
+        self.shared.touch();
+        Ok(())
     }
 }

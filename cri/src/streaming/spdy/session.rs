@@ -1,12 +1,17 @@
-//! The server side of a SPDY/3.1 connection.
+//! Both sides of a SPDY/3.1 connection.
 //!
-//! [`Session::server`] takes an upgraded connection and spawns one task that runs two halves:
+//! [`Session::server`] (kubelet's side: the peer opens streams, with odd ids) and
+//! [`Session::client`] (crictl's side: this side opens streams with odd ids, through
+//! [`SessionHandle::open_stream`]) take an upgraded connection and spawn one task that runs two
+//! halves, the same code for both roles:
 //! - the inbound half (`inbound.rs`) owns the read side and the header decompressor. It
 //!   answers each SYN_STREAM with an empty SYN_REPLY, then hands the [`Stream`] to [`Incoming`];
-//!   it echoes PINGs and routes DATA to the streams.
+//!   it passes SYN_REPLYs to the streams this side opened, echoes PINGs and routes DATA to the
+//!   streams.
 //! - the outbound half (`outbound.rs`) owns the write side and the header compressor. It
 //!   takes frames from two bounded queues, control frames first, so a slow socket makes writers
-//!   wait instead of buffering without bound.
+//!   wait instead of buffering without bound. It also numbers nothing: stream ids are taken in
+//!   the order SYN_STREAMs are queued, which is their order on the wire.
 //!
 //! Incoming DATA goes into a bounded per-stream buffer ([`Config::stream_buffer_chunks`]). When
 //! a stream's buffer is full, the inbound half waits for its reader before reading the socket
@@ -18,16 +23,18 @@
 //!
 //! The session ends when the peer closes the connection, at [`SessionHandle::close`], after a
 //! GOAWAY (either way) once no stream is left open, on a protocol error (GOAWAY with
-//! PROTOCOL_ERROR), or when the handle, [`Incoming`] and every stream half are dropped.
+//! PROTOCOL_ERROR), after [`Config::idle_timeout`] without a frame either way, or when the
+//! handle, [`Incoming`] and every stream half are dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::frame::Frame;
 use super::reader::FrameReader;
@@ -47,6 +54,9 @@ pub struct Config {
     pub write_queue: usize,
     /// How long a closing session may spend writing out what is queued.
     pub close_timeout: Duration,
+    /// Close the session (GOAWAY OK) after this long without a frame read or written; `None`
+    /// keeps an idle session open. Go's spdystream does the same with its idle timer.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -57,11 +67,38 @@ impl Default for Config {
             accept_backlog: 64,
             write_queue: 64,
             close_timeout: Duration::from_secs(5),
+            idle_timeout: None,
         }
     }
 }
 
-/// Entry point: runs the server side of a SPDY/3.1 connection.
+/// Which end of the connection this side is: it decides the parity of stream ids (the client
+/// opens odd ones, the server even ones) and of PING ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Server,
+    Client,
+}
+
+impl Role {
+    /// The parity (`id % 2`) of the ids the peer picks, for streams and PINGs.
+    pub(super) fn peer_parity(self) -> u32 {
+        match self {
+            Role::Server => 1,
+            Role::Client => 0,
+        }
+    }
+
+    /// The first stream id this side opens.
+    fn first_stream_id(self) -> StreamId {
+        match self {
+            Role::Server => 2,
+            Role::Client => 1,
+        }
+    }
+}
+
+/// Entry point: runs one side of a SPDY/3.1 connection.
 pub struct Session;
 
 impl Session {
@@ -82,11 +119,44 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        Session::start(io, config, Role::Server)
+    }
+
+    /// Runs the client side over `io`, a connection the server has just upgraded, with the
+    /// default [`Config`]. Open streams with [`SessionHandle::open_stream`]; [`Incoming`] yields
+    /// the streams the server opens, if any (Kubernetes servers open none).
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime: the session runs as a spawned task.
+    pub fn client<T>(io: T) -> (SessionHandle, Incoming)
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Session::client_with_config(io, Config::default())
+    }
+
+    /// Runs the client side over `io` with the limits of `config`.
+    pub fn client_with_config<T>(io: T, config: Config) -> (SessionHandle, Incoming)
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Session::start(io, config, Role::Client)
+    }
+
+    fn start<T>(io: T, config: Config, role: Role) -> (SessionHandle, Incoming)
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (control_tx, control_rx) = mpsc::channel(config.write_queue.max(1));
         let (data_tx, data_rx) = mpsc::channel(config.write_queue.max(1));
         let (incoming_tx, incoming_rx) = mpsc::channel(config.accept_backlog.max(1));
         let shared = Arc::new(Shared {
             config,
+            role,
+            next_stream_id: tokio::sync::Mutex::new(role.first_stream_id()),
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             control: control_tx,
             data: data_tx,
@@ -105,7 +175,7 @@ impl Session {
         ));
         let handle = SessionHandle {
             shared,
-            _users: users.clone(),
+            users: users.clone(),
         };
         let incoming = Incoming {
             streams: incoming_rx,
@@ -129,6 +199,7 @@ async fn run<T>(
     tokio::join!(
         inbound::run(shared.clone(), FrameReader::new(read_half), incoming, users),
         outbound::run(shared.clone(), write_half, control, data),
+        watch_idle(shared.clone()),
     );
     shared.close_all_streams();
     let why = shared.shutdown_reason();
@@ -136,11 +207,34 @@ async fn run<T>(
     shared.done.send_replace(true);
 }
 
+/// Closes the session once no frame went either way for [`Config::idle_timeout`].
+async fn watch_idle(shared: Arc<Shared>) {
+    let Some(timeout) = shared.config.idle_timeout else {
+        return;
+    };
+    loop {
+        let deadline = shared.last_activity() + timeout;
+        tokio::select! {
+            biased;
+            _ = shared.shutdown_signal() => return,
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        if shared.last_activity() + timeout <= Instant::now() {
+            tracing::debug!(
+                timeout_seconds = timeout.as_secs(),
+                "spdy session idle, closing"
+            );
+            shared.shut_down(Shutdown::Idle);
+            return;
+        }
+    }
+}
+
 /// Controls a session; clones share it.
 #[derive(Clone)]
 pub struct SessionHandle {
-    shared: Arc<Shared>,
-    _users: Arc<UserGuard>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) users: Arc<UserGuard>,
 }
 
 impl SessionHandle {
@@ -226,6 +320,8 @@ impl Incoming {
 pub(super) enum Shutdown {
     /// [`SessionHandle::close`], or every handle was dropped.
     Closed,
+    /// Nothing was read or written for [`Config::idle_timeout`].
+    Idle,
     /// A GOAWAY went one way or the other and no stream is left.
     Finished,
     /// The peer closed the connection.
@@ -240,7 +336,7 @@ impl Shutdown {
     /// The GOAWAY status to end with, if one is to be written.
     pub(super) fn goaway(self) -> Option<GoAwayStatus> {
         match self {
-            Shutdown::Closed | Shutdown::Finished => Some(GoAwayStatus::OK),
+            Shutdown::Closed | Shutdown::Idle | Shutdown::Finished => Some(GoAwayStatus::OK),
             Shutdown::Failed(status) => Some(status),
             Shutdown::PeerClosed | Shutdown::Broken => None,
         }
@@ -256,6 +352,11 @@ pub(super) enum Outgoing {
         stream_id: StreamId,
         headers: Headers,
     },
+    /// SYN_STREAM for a stream this side opens, compressed at write time like `Reply`.
+    Open {
+        stream_id: StreamId,
+        headers: Headers,
+    },
     /// Stream data, skipped if the stream has been reset by then. Split into frames of at most
     /// 16 MiB; `fin` goes on the last.
     Data {
@@ -268,6 +369,14 @@ pub(super) enum Outgoing {
 /// The state the halves and the handles share.
 pub(super) struct Shared {
     pub(super) config: Config,
+    pub(super) role: Role,
+    /// The id of the next stream this side opens; held while its SYN_STREAM is queued, so ids
+    /// reach the wire in increasing order.
+    pub(super) next_stream_id: tokio::sync::Mutex<StreamId>,
+    /// When the session started: the origin of `last_activity_ms`.
+    started: Instant,
+    /// Milliseconds after `started` of the last frame read or written.
+    last_activity_ms: AtomicU64,
     state: Mutex<State>,
     pub(super) control: mpsc::Sender<Outgoing>,
     pub(super) data: mpsc::Sender<Outgoing>,
@@ -294,6 +403,9 @@ pub(super) struct Slot {
     /// Where its DATA goes; `None` once the peer has finished sending.
     pub(super) inbound: Option<mpsc::Sender<Bytes>>,
     pub(super) stream: Arc<StreamShared>,
+    /// For a stream this side opened, until the peer's SYN_REPLY: told when it arrives. Dropped
+    /// unsent when the stream is reset or the session ends first.
+    pub(super) reply: Option<oneshot::Sender<()>>,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the data consistent.
@@ -304,6 +416,17 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Notes that a frame was just read or written (for the idle timeout).
+    pub(super) fn touch(&self) {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(elapsed, Ordering::Relaxed);
+    }
+
+    fn last_activity(&self) -> Instant {
+        let ms = self.last_activity_ms.load(Ordering::Relaxed);
+        self.started + Duration::from_millis(ms)
     }
 
     /// Starts ending the session, unless it already is; returns whether this call did.

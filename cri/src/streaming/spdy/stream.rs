@@ -66,7 +66,8 @@ impl StreamShared {
     }
 }
 
-/// A stream the peer opened: its headers, a reader of what the peer sends and a writer to it.
+/// A stream of the session (either side may have opened it): its headers, a reader of what the
+/// peer sends and a writer to it.
 /// Use it whole, or [`Stream::split`] it to read and write from different tasks.
 pub struct Stream {
     headers: Headers,
@@ -103,7 +104,7 @@ impl Stream {
         }
     }
 
-    /// The stream id (odd: the peer opened it).
+    /// The stream id (odd when the client opened it, even when the server did).
     pub fn id(&self) -> StreamId {
         self.reader.stream.id
     }
