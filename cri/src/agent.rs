@@ -38,6 +38,8 @@ pub struct Agent {
     pub stats: crate::stats::StatsCollector,
     /// Where the metrics endpoint listens, once bound.
     pub metrics_address: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The Exec/Attach/PortForward streaming server, once started.
+    pub streaming: std::sync::OnceLock<crate::streaming::StreamingServer>,
     pub host: HostChecks,
     _lock: StateLock,
 }
@@ -110,6 +112,7 @@ impl Agent {
             containers,
             stats,
             metrics_address: std::sync::OnceLock::new(),
+            streaming: std::sync::OnceLock::new(),
             host,
             _lock: lock,
         })

@@ -42,6 +42,8 @@ pub struct Config {
     pub cni: corral_cni::Config,
     /// The Prometheus endpoint.
     pub metrics: corral_metrics::Config,
+    /// The Exec/Attach/PortForward streaming server.
+    pub streaming: crate::streaming::Config,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             runtime: corral_runtime::Config::default(),
             cni: corral_cni::Config::default(),
             metrics: corral_metrics::Config::default(),
+            streaming: crate::streaming::Config::default(),
         }
     }
 }
@@ -159,6 +162,9 @@ impl Config {
         self.metrics
             .validate()
             .map_err(|e| format!("metrics: {e}"))?;
+        self.streaming
+            .validate()
+            .map_err(|e| format!("streaming: {e}"))?;
         Ok(())
     }
 

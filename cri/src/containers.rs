@@ -634,6 +634,37 @@ impl ContainerManager {
     }
 }
 
+impl ContainerManager {
+    /// Starts an interactive exec (the streaming `Exec`): a `corral-monitor exec --stream`
+    /// helper whose pipes the caller connects to the client's streams.
+    pub fn exec_stream(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<corral_runtime::exec::ExecStream, Error> {
+        use corral_runtime::exec::{StreamExecRequest, spawn_exec_stream};
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let record = self
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if record.phase != ContainerPhase::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not running",
+                record.id, record.phase
+            )));
+        }
+        let mut request = StreamExecRequest::new(&self.paths.libcontainer_root, &record.id, cmd);
+        request.tty = tty;
+        request.stdin = stdin;
+        request.log = Some(record.bundle.join(monitor::MONITOR_LOG));
+        spawn_exec_stream(&self.paths.monitor_binary, &request).map_err(Error::Runtime)
+    }
+}
+
 /// The blocking part of a creation, undone step by step on failure.
 struct CreateJob {
     record: ContainerRecord,

@@ -37,6 +37,9 @@ pub enum Error {
     /// The request ran past its deadline (an exec's timeout).
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The streaming server refused a request.
+    #[error(transparent)]
+    Streaming(#[from] crate::streaming::Error),
 }
 
 impl From<Error> for Status {
@@ -61,6 +64,17 @@ impl From<Error> for Status {
             Error::Sandbox(_) => Status::internal(error.to_string()),
             Error::Image(image_error) => image_status(image_error, error.to_string()),
             Error::DeadlineExceeded(message) => Status::deadline_exceeded(message.clone()),
+            Error::Streaming(streaming_error) => {
+                use crate::streaming::Error as S;
+                match streaming_error {
+                    S::MissingContainerId
+                    | S::MissingSandboxId
+                    | S::TtyWithStderr
+                    | S::NoStreams => Status::invalid_argument(error.to_string()),
+                    S::TooManyInFlight { .. } => Status::resource_exhausted(error.to_string()),
+                    _ => Status::internal(error.to_string()),
+                }
+            }
         }
     }
 }

@@ -62,6 +62,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let backend = Arc::new(crate::streaming_backend::RuntimeBackend::new(
+        Arc::downgrade(&agent),
+    ));
+    let streaming =
+        crate::streaming::StreamingServer::start(agent.config.streaming.clone(), backend)
+            .await
+            .context("start the streaming server ([streaming] address)")?;
+    tracing::info!(url = %streaming.base_url(), "streaming server listening");
+    let _ = agent.streaming.set(streaming);
     let service = CriService::new(Arc::clone(&agent));
     let runtime_service = RuntimeServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -108,6 +117,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("container teardowns still running at exit; the next start sweeps them");
+    }
+    if let Some(streaming) = agent.streaming.get() {
+        streaming.shutdown().await;
     }
     bound.remove_file();
     if let Some(metrics) = metrics {

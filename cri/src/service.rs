@@ -153,9 +153,11 @@ impl RuntimeService for CriService {
     }
     async fn exec(
         &self,
-        _request: Request<v1::ExecRequest>,
+        request: Request<v1::ExecRequest>,
     ) -> Result<Response<v1::ExecResponse>, Status> {
-        Err(unimplemented("Exec"))
+        self.container_exec(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn attach(
         &self,
@@ -165,9 +167,11 @@ impl RuntimeService for CriService {
     }
     async fn port_forward(
         &self,
-        _request: Request<v1::PortForwardRequest>,
+        request: Request<v1::PortForwardRequest>,
     ) -> Result<Response<v1::PortForwardResponse>, Status> {
-        Err(unimplemented("PortForward"))
+        self.sandbox_port_forward(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn container_stats(
         &self,

@@ -179,6 +179,32 @@ pub fn unpin(path: &Path) -> Result<(), Error> {
     }
 }
 
+/// Opens a TCP connection to `port` on the loopback address of the network namespace pinned
+/// at `netns` (the host's when `None`), as port-forwarding does: a short-lived thread joins
+/// the namespace and connects (a socket stays in the namespace it was made in); the
+/// caller's threads never change namespace. IPv4 first, then IPv6, like `localhost`.
+/// Blocking.
+pub fn connect_in_netns(netns: Option<&Path>, port: u16) -> std::io::Result<std::net::TcpStream> {
+    let connect = move || {
+        let v4 = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
+        v4.or_else(|first| {
+            std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port)).map_err(|_| first)
+        })
+    };
+    let Some(netns) = netns else {
+        return connect();
+    };
+    let file = std::fs::File::open(netns)?;
+    std::thread::Builder::new()
+        .name("netns-connect".to_string())
+        .spawn(move || {
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            connect()
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("the connecting thread panicked"))?
+}
+
 /// Whether `path` is a live namespace pin (an nsfs mount), e.g. after a reboot it is not.
 pub fn is_pinned(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 == NSFS_MAGIC)

@@ -44,6 +44,14 @@ pub struct StreamingServer {
     accept_task: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl std::fmt::Debug for StreamingServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingServer")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What every connection task shares.
 pub(crate) struct Inner {
     pub(crate) config: Config,

@@ -115,5 +115,5 @@ pub use protocol::{
     DEFAULT_MAX_OUTPUT, DecodedReport, ExecErrorKind, ExecReport, ExecRequest, MAX_HEADER,
     StreamOptions, TerminalSize, decode_report, encode_report,
 };
-pub use stream::{ExecExit, ExecStream, StreamExecRequest, spawn_exec_stream};
+pub use stream::{ExecExit, ExecStream, Resizer, StreamExecRequest, spawn_exec_stream};
 pub use stream_helper::{REPORT_FD, RESIZE_FD};

@@ -111,6 +111,35 @@ pub struct ExecStream {
     report: Option<pipe::Receiver>,
 }
 
+/// Resizes the terminal of an [`ExecStream`] from another task ([`ExecStream::resizer`]).
+#[derive(Debug)]
+pub struct Resizer {
+    tty: bool,
+    fd: OwnedFd,
+}
+
+impl Resizer {
+    /// As [`ExecStream::resize`].
+    pub fn resize(&self, width: u16, height: u16) -> Result<(), Error> {
+        write_resize(self.tty, &self.fd, width, height)
+    }
+}
+
+fn write_resize(tty: bool, fd: &OwnedFd, width: u16, height: u16) -> Result<(), Error> {
+    if !tty {
+        return Ok(());
+    }
+    let line = TerminalSize { width, height }.to_line();
+    // Shorter than PIPE_BUF: written whole or not at all.
+    match nix::unistd::write(fd, line.as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(Error::ExecStream {
+            op: "resize",
+            source: err.into(),
+        }),
+    }
+}
+
 /// Starts a streaming exec: spawns the helper `binary` (`corral-monitor`) for `request`.
 /// Must be called from within a Tokio runtime (IO and timers enabled).
 ///
@@ -193,18 +222,17 @@ impl ExecStream {
     /// Resizes the terminal (a no-op without one). Does not block: fails only if the
     /// helper is gone or has thousands of resizes unread.
     pub fn resize(&self, width: u16, height: u16) -> Result<(), Error> {
-        if !self.tty {
-            return Ok(());
-        }
-        let line = TerminalSize { width, height }.to_line();
-        // Shorter than PIPE_BUF: written whole or not at all.
-        match nix::unistd::write(&self.resize, line.as_bytes()) {
-            Ok(_) => Ok(()),
-            Err(err) => Err(Error::ExecStream {
-                op: "resize",
-                source: err.into(),
-            }),
-        }
+        write_resize(self.tty, &self.resize, width, height)
+    }
+
+    /// A handle that resizes the terminal while [`wait`](Self::wait) owns the stream
+    /// (a duplicate of the resize pipe).
+    pub fn resizer(&self) -> Result<Resizer, Error> {
+        let fd = self.resize.try_clone().map_err(|err| Error::ExecStream {
+            op: "duplicate the resize pipe",
+            source: err,
+        })?;
+        Ok(Resizer { tty: self.tty, fd })
     }
 
     /// Stops the exec: SIGTERM to the helper, which kills the command (its whole session)

@@ -1,0 +1,190 @@
+//! The runtime behind the streaming server: Exec through a `corral-monitor exec --stream`
+//! helper connected to the client's streams, PortForward through a TCP connection made from
+//! inside the pod's network namespace. Attach needs the monitor to serve the container's
+//! stdio, which it does not yet: it is refused as unsupported.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, copy, copy_bidirectional};
+
+use crate::agent::Agent;
+use crate::error::Error;
+use crate::sandbox_record::SandboxState;
+use crate::streaming::{
+    AttachTarget, BackendError, BackendFuture, DuplexIo, ExecTarget, ExitStatus, RemoteIo,
+    StreamingBackend,
+};
+
+/// How long output is still copied after the command exited (background processes it
+/// left may hold its stdout open).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// The agent as a streaming backend (weak: the agent owns the server that owns this).
+pub struct RuntimeBackend {
+    agent: Weak<Agent>,
+}
+
+impl RuntimeBackend {
+    pub fn new(agent: Weak<Agent>) -> RuntimeBackend {
+        RuntimeBackend { agent }
+    }
+
+    fn agent(&self) -> Result<std::sync::Arc<Agent>, BackendError> {
+        self.agent
+            .upgrade()
+            .ok_or_else(|| BackendError::Other("the agent is shutting down".to_string()))
+    }
+}
+
+fn backend_error(container_id: &str, error: Error) -> BackendError {
+    match error {
+        Error::NotFound(_) => BackendError::ContainerNotFound {
+            container_id: container_id.to_string(),
+        },
+        Error::FailedPrecondition(_) => BackendError::ContainerNotRunning {
+            container_id: container_id.to_string(),
+        },
+        other => BackendError::Other(other.to_string()),
+    }
+}
+
+impl StreamingBackend for RuntimeBackend {
+    fn exec(&self, target: ExecTarget, io: RemoteIo) -> BackendFuture<'_, ExitStatus> {
+        Box::pin(async move {
+            let agent = self.agent()?;
+            let mut stream = agent
+                .containers
+                .exec_stream(
+                    &target.container_id,
+                    target.cmd.clone(),
+                    target.tty,
+                    io.stdin.is_some(),
+                )
+                .map_err(|e| backend_error(&target.container_id, e))?;
+            let RemoteIo {
+                stdin,
+                stdout,
+                stderr,
+                resize,
+            } = io;
+            if let (Some(mut remote), Some(mut local)) = (stdin, stream.stdin.take()) {
+                tokio::spawn(async move {
+                    let _ = copy(&mut remote, &mut local).await;
+                    let _ = local.shutdown().await;
+                });
+            }
+            if let (Some(mut sizes), Ok(resizer)) = (resize, stream.resizer()) {
+                tokio::spawn(async move {
+                    while let Some(size) = sizes.recv().await {
+                        if size.width == 0 || size.height == 0 {
+                            continue;
+                        }
+                        if resizer.resize(size.width, size.height).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            let out = output_task(stream.stdout.take(), stdout);
+            let err = output_task(stream.stderr.take(), stderr);
+            let exit = stream.wait().await;
+            for task in [out, err].into_iter().flatten() {
+                if tokio::time::timeout(DRAIN_AFTER_EXIT, task).await.is_err() {
+                    tracing::debug!(container = %target.container_id, "exec output still open after exit");
+                }
+            }
+            match exit {
+                Ok(exit) => Ok(ExitStatus(exit.exit_code)),
+                Err(corral_runtime::Error::ContainerState { .. }) => {
+                    Err(BackendError::ContainerNotRunning {
+                        container_id: target.container_id.clone(),
+                    })
+                }
+                Err(error) => Err(BackendError::Other(error.to_string())),
+            }
+        })
+    }
+
+    fn attach(&self, _target: AttachTarget, _io: RemoteIo) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            Err(BackendError::Unsupported {
+                what: "attach (the container monitor does not serve its stdio yet)".to_string(),
+            })
+        })
+    }
+
+    fn port_forward<'a>(
+        &'a self,
+        sandbox_id: &'a str,
+        port: u16,
+        mut stream: DuplexIo,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let agent = self.agent()?;
+            let sandbox =
+                agent
+                    .sandboxes
+                    .get(sandbox_id)
+                    .ok_or_else(|| BackendError::SandboxNotFound {
+                        sandbox_id: sandbox_id.to_string(),
+                    })?;
+            if sandbox.state != SandboxState::Ready {
+                return Err(BackendError::SandboxNotReady {
+                    sandbox_id: sandbox_id.to_string(),
+                });
+            }
+            let netns = sandbox.netns.clone();
+            let connected = tokio::task::spawn_blocking(move || {
+                corral_pod_sandbox::namespaces::connect_in_netns(netns.as_deref(), port)
+            })
+            .await
+            .map_err(|e| BackendError::Other(format!("connect task failed: {e}")))?
+            .map_err(|source| BackendError::Io {
+                op: format!("connect to port {port}"),
+                source,
+            })?;
+            connected
+                .set_nonblocking(true)
+                .map_err(|source| BackendError::Io {
+                    op: "set the connection nonblocking".to_string(),
+                    source,
+                })?;
+            let mut connection =
+                tokio::net::TcpStream::from_std(connected).map_err(|source| BackendError::Io {
+                    op: "register the connection".to_string(),
+                    source,
+                })?;
+            copy_bidirectional(&mut stream, &mut connection)
+                .await
+                .map_err(|source| BackendError::Io {
+                    op: format!("copy port {port} data"),
+                    source,
+                })?;
+            Ok(())
+        })
+    }
+}
+
+/// Copies one output of the command to the client, then ends the client's stream.
+fn output_task<R>(
+    local: Option<R>,
+    remote: Option<crate::streaming::RemoteWriter>,
+) -> Option<tokio::task::JoinHandle<()>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let mut local = local?;
+    Some(tokio::spawn(async move {
+        match remote {
+            Some(mut remote) => {
+                let _ = copy(&mut local, &mut remote).await;
+                let _ = remote.shutdown().await;
+            }
+            // Nobody reads it: drain so the command never blocks on a full pipe.
+            None => {
+                let _ = copy(&mut local, &mut tokio::io::sink()).await;
+            }
+        }
+    }))
+}
