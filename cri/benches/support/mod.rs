@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each bench uses its own part
 
 pub mod cri;
+pub mod kubelet;
 pub mod meter;
 pub mod report;
 pub mod series;
+pub mod setup;
