@@ -52,12 +52,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use common::containerd::push_pause_image;
 use common::registry::Registry;
-use k8s_cri::v1::{
-    ContainerState, CreateContainerRequest, RemoveContainerRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest,
-};
+use k8s_cri::v1::{ContainerState, RemoveContainerRequest, StartContainerRequest};
 use support::cri::{ms, pod_name, pull, remove_pod, stop_pod, timeout};
-use support::kubelet::{Pod, container_status, ensure_nothing_left, remove_pods};
+use support::kubelet::{Pod, container_status, ensure_nothing_left, remove_pods, stop_request};
 use support::meter::{BenchCgroups, Memory, Meter, Phase, ProcessMemory, executable_name};
 use support::report::{corral_breakdown, mean, percentile, phase_table, server_durations};
 use support::series::{ContainerdSeries, CorralSeries, Target};
@@ -74,8 +71,6 @@ const TAG: &str = "latest";
 /// Corral's network index (bridge `corral-test-253`, `10.231.253.0/24`); containerd's is
 /// the next (the pods bench uses 250..252, the node tests 20..219).
 const FIRST_NETWORK: u32 = 253;
-/// StopContainer's timeout in seconds.
-const STOP_TIMEOUT_S: i64 = 10;
 /// The timed steps, in the order each pod goes through them: the first three in the
 /// bring-up phase, the rest in the teardown.
 const STEPS: [&str; 7] = [
@@ -270,10 +265,7 @@ async fn timed_phases(
     let client = &mut *target.client;
     let phase = Phase::start(meter);
     for pod in pods.iter_mut() {
-        let request = RunPodSandboxRequest {
-            config: Some(pod.sandbox.clone()),
-            runtime_handler: String::new(),
-        };
+        let request = pod.run_request();
         let name = pod_name(&pod.sandbox).to_owned();
         let sandbox_id = timed(meter, run_t, run_c, async {
             timeout(client.runtime.run_pod_sandbox(request))
@@ -284,11 +276,7 @@ async fn timed_phases(
         .pod_sandbox_id;
         pod.sandbox_id = Some(sandbox_id.clone());
 
-        let request = CreateContainerRequest {
-            pod_sandbox_id: sandbox_id.clone(),
-            config: Some(pod.container.clone()),
-            sandbox_config: Some(pod.sandbox.clone()),
-        };
+        let request = pod.create_request(&sandbox_id);
         let container_id = timed(meter, create_t, create_c, async {
             timeout(client.runtime.create_container(request))
                 .await
@@ -329,10 +317,7 @@ async fn timed_phases(
         let name = pod_name(&pod.sandbox).to_owned();
         let sandbox_id = pod.sandbox_id.clone().unwrap_or_default();
         let container_id = pod.container_id.clone().unwrap_or_default();
-        let request = StopContainerRequest {
-            container_id: container_id.clone(),
-            timeout: STOP_TIMEOUT_S,
-        };
+        let request = stop_request(&container_id);
         timed(meter, stop_t, stop_c, async {
             timeout(client.runtime.stop_container(request))
                 .await

@@ -39,13 +39,12 @@ use common::containerd::push_pause_image;
 use common::registry::Registry;
 use corral::client::CriClient;
 use k8s_cri::v1::{
-    ContainerState, CreateContainerRequest, ImageFsInfoRequest, ListContainerStatsRequest,
-    ListContainersRequest, ListPodSandboxRequest, ListPodSandboxStatsRequest,
-    RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
-    StopContainerRequest,
+    ContainerState, ImageFsInfoRequest, ListContainerStatsRequest, ListContainersRequest,
+    ListPodSandboxRequest, ListPodSandboxStatsRequest, RemoveContainerRequest,
+    StartContainerRequest, StatusRequest,
 };
 use support::cri::{ms, pod_name, pull, remove_pod, stop_pod, timeout};
-use support::kubelet::{Pod, ensure_nothing_left, remove_pods};
+use support::kubelet::{Pod, ensure_nothing_left, remove_pods, stop_request};
 use support::meter::{BenchCgroups, Meter, Phase};
 use support::report::{percentile, server_durations};
 use support::series::{ContainerdSeries, CorralSeries, Target};
@@ -62,8 +61,6 @@ const TAG: &str = "latest";
 /// Corral's network index (bridge `corral-test-247`, `10.231.247.0/24`); containerd's is
 /// the next (the pods bench uses 250..252, the lifecycle bench 253/254).
 const FIRST_NETWORK: u32 = 247;
-/// StopContainer's timeout in seconds.
-const STOP_TIMEOUT_S: i64 = 10;
 /// The timed calls; the scrape is Corral's only.
 const CALLS: [&str; 3] = ["ListContainerStats", "ListPodSandboxStats", "GET /metrics"];
 const CONTAINER_STATS: usize = 0;
@@ -266,20 +263,13 @@ async fn bring_up_and_measure(
 
 async fn bring_up(client: &mut CriClient, pod: &mut Pod) -> Result<()> {
     let name = pod_name(&pod.sandbox).to_owned();
-    let request = RunPodSandboxRequest {
-        config: Some(pod.sandbox.clone()),
-        runtime_handler: String::new(),
-    };
+    let request = pod.run_request();
     let sandbox_id = timeout(client.runtime.run_pod_sandbox(request))
         .await
         .with_context(|| format!("RunPodSandbox {name}"))?
         .pod_sandbox_id;
     pod.sandbox_id = Some(sandbox_id.clone());
-    let request = CreateContainerRequest {
-        pod_sandbox_id: sandbox_id,
-        config: Some(pod.container.clone()),
-        sandbox_config: Some(pod.sandbox.clone()),
-    };
+    let request = pod.create_request(&sandbox_id);
     let container_id = timeout(client.runtime.create_container(request))
         .await
         .with_context(|| format!("CreateContainer in {name}"))?
@@ -296,10 +286,7 @@ async fn bring_up(client: &mut CriClient, pod: &mut Pod) -> Result<()> {
 async fn tear_down(client: &mut CriClient, pods: &mut [Pod]) -> Result<()> {
     for pod in pods.iter_mut() {
         if let Some(container_id) = pod.container_id.clone() {
-            let request = StopContainerRequest {
-                container_id: container_id.clone(),
-                timeout: STOP_TIMEOUT_S,
-            };
+            let request = stop_request(&container_id);
             timeout(client.runtime.stop_container(request))
                 .await
                 .with_context(|| format!("StopContainer {container_id}"))?;

@@ -9,10 +9,11 @@ use anyhow::{Context, Result, ensure};
 use corral::client::CriClient;
 use corral_runtime::spec::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest, DnsConfig,
-    ImageSpec, KeyValue, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    SecurityProfile, security_profile,
+    ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, DnsConfig, ImageSpec, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, RunPodSandboxRequest, SecurityProfile, StopContainerRequest,
+    security_profile,
 };
 
 use super::cri::{POD_NAMESPACE, pod_config, remove_pod, stop_pod, timeout};
@@ -22,6 +23,8 @@ use crate::common::containerd::PAUSE_SCRIPT;
 
 /// The container's name in its pod.
 pub const CONTAINER: &str = "app";
+/// StopContainer's timeout in seconds (the container exits on SIGTERM).
+pub const STOP_TIMEOUT_S: i64 = 10;
 /// How long helpers and containers get to exit after the last RemovePodSandbox.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -44,6 +47,31 @@ impl Pod {
             sandbox_id: None,
             container_id: None,
         })
+    }
+
+    /// RunPodSandbox of the pod.
+    pub fn run_request(&self) -> RunPodSandboxRequest {
+        RunPodSandboxRequest {
+            config: Some(self.sandbox.clone()),
+            runtime_handler: String::new(),
+        }
+    }
+
+    /// CreateContainer of the pod's container in sandbox `sandbox_id`.
+    pub fn create_request(&self, sandbox_id: &str) -> CreateContainerRequest {
+        CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.to_owned(),
+            config: Some(self.container.clone()),
+            sandbox_config: Some(self.sandbox.clone()),
+        }
+    }
+}
+
+/// StopContainer with [`STOP_TIMEOUT_S`].
+pub fn stop_request(container_id: &str) -> StopContainerRequest {
+    StopContainerRequest {
+        container_id: container_id.to_owned(),
+        timeout: STOP_TIMEOUT_S,
     }
 }
 
