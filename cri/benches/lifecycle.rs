@@ -46,28 +46,19 @@ mod common;
 #[path = "support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
-use common::containerd::{CONTAINERD_BIN, PAUSE_SCRIPT, push_pause_image};
+use anyhow::{Context, Result, ensure};
+use common::containerd::push_pause_image;
 use common::registry::Registry;
-use corral::client::CriClient;
-use corral_runtime::spec::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, DnsConfig, ImageSpec, KeyValue, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, RemoveContainerRequest, RunPodSandboxRequest, SecurityProfile,
-    StartContainerRequest, StopContainerRequest, security_profile,
-};
-use support::cri::{POD_NAMESPACE, ms, pod_config, pod_name, pull, remove_pod, stop_pod, timeout};
+use k8s_cri::v1::{ContainerState, RemoveContainerRequest, StartContainerRequest};
+use support::cri::{ms, pod_name, pull, remove_pod, stop_pod, timeout};
+use support::kubelet::{Pod, container_status, ensure_nothing_left, remove_pods, stop_request};
 use support::meter::{BenchCgroups, Memory, Meter, Phase, ProcessMemory, executable_name};
 use support::report::{corral_breakdown, mean, percentile, phase_table, server_durations};
-use support::series::{CORRAL_LOG_LEVEL, ContainerdSeries, CorralSeries, Target};
+use support::series::{ContainerdSeries, CorralSeries, Target};
+use support::setup::{Runtimes, load_average, parse_args, run_as_root};
 
 /// Pods per series unless `--pods N` or `CORRAL_BENCH_PODS` says otherwise.
 const DEFAULT_PODS: usize = 20;
@@ -80,12 +71,6 @@ const TAG: &str = "latest";
 /// Corral's network index (bridge `corral-test-253`, `10.231.253.0/24`); containerd's is
 /// the next (the pods bench uses 250..252, the node tests 20..219).
 const FIRST_NETWORK: u32 = 253;
-/// The container's name in its pod.
-const CONTAINER: &str = "app";
-/// StopContainer's timeout in seconds.
-const STOP_TIMEOUT_S: i64 = 10;
-/// How long helpers and containers get to exit after the last RemovePodSandbox.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// The timed steps, in the order each pod goes through them: the first three in the
 /// bring-up phase, the rest in the teardown.
 const STEPS: [&str; 7] = [
@@ -103,69 +88,13 @@ const CREATE: usize = 1;
 const START: usize = 2;
 
 fn main() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the lifecycle benchmark needs root (it runs corral and containerd): run it as root");
-    }
-    let pods = pods_wanted()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    runtime.block_on(run(pods))
-}
-
-/// `--pods N` (or `--pods=N`), else `CORRAL_BENCH_PODS`, else [`DEFAULT_PODS`]. Cargo adds
-/// `--bench` to a harness-less bench's arguments.
-fn pods_wanted() -> Result<usize> {
-    let parse = |text: &str| -> Result<usize> {
-        text.trim()
-            .parse()
-            .with_context(|| format!("pods: {text:?} is not a number"))
-    };
-    let mut pods = match std::env::var("CORRAL_BENCH_PODS") {
-        Ok(value) => parse(&value)?,
-        Err(_) => DEFAULT_PODS,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--pods" {
-            pods = parse(&args.next().context("--pods needs a number")?)?;
-        } else if let Some(value) = arg.strip_prefix("--pods=") {
-            pods = parse(value)?;
-        } else if arg != "--bench" {
-            bail!("unknown argument {arg:?}; usage: lifecycle [--pods N]");
-        }
-    }
-    ensure!(
-        (1..=MAX_PODS).contains(&pods),
-        "pods must be 1..={MAX_PODS}, not {pods}"
-    );
-    Ok(pods)
+    let pods = parse_args("lifecycle", DEFAULT_PODS, MAX_PODS, &mut [])?;
+    run_as_root("lifecycle", run(pods))
 }
 
 async fn run(pods: usize) -> Result<()> {
     let started = Instant::now();
-    let containerd = Path::new(CONTAINERD_BIN).exists();
-    let version = if containerd {
-        let output = Command::new(CONTAINERD_BIN).arg("--version").output()?;
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    } else {
-        format!("SKIPPED, {CONTAINERD_BIN} is missing (run scripts/bench-lifecycle.sh)")
-    };
-    let monitor = common::agent::corral_binary().with_file_name("corral-monitor");
-    ensure!(
-        monitor.exists(),
-        "{} is missing: install the shipped monitor with `scripts/build-monitor.sh release` \
-         (scripts/bench-lifecycle.sh does)",
-        monitor.display()
-    );
-    println!("containerd: {version}");
-    println!("corral:     {}", common::agent::corral_binary().display());
-    println!(
-        "monitor:    {} ({})",
-        monitor.display(),
-        describe_elf(&monitor)
-    );
+    let runtimes = Runtimes::announce("scripts/bench-lifecycle.sh")?;
     println!(
         "{pods} pods per series, one container each, one request at a time; load average before: {}",
         load_average()
@@ -174,8 +103,8 @@ async fn run(pods: usize) -> Result<()> {
     let registry = Registry::start()?;
     let image = push_pause_image(registry.addr(), IMAGE_REPO, TAG).await?;
     let cgroups = BenchCgroups::new();
-    let mut results = vec![bench_corral(&cgroups, pods, &image, &monitor).await?];
-    if containerd {
+    let mut results = vec![bench_corral(&cgroups, pods, &image, &runtimes).await?];
+    if runtimes.containerd {
         let pause = push_pause_image(registry.addr(), PAUSE_REPO, TAG).await?;
         results.push(bench_containerd(&cgroups, pods, registry.addr(), &image, &pause).await?);
     }
@@ -188,26 +117,6 @@ async fn run(pods: usize) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
-/// Whether an executable is position-independent (ELF `e_type` 3) or not (2), and its size.
-fn describe_elf(path: &Path) -> String {
-    let Ok(bytes) = std::fs::read(path) else {
-        return "unreadable".to_owned();
-    };
-    let kind = match bytes.get(16..18) {
-        Some([2, 0]) => "non-PIE",
-        Some([3, 0]) => "PIE: not the shipped build, run scripts/build-monitor.sh release",
-        _ => "not an ELF executable?",
-    };
-    format!("{kind}, {} KiB", bytes.len() / 1024)
 }
 
 /// What one series measured.
@@ -262,10 +171,9 @@ async fn bench_corral(
     cgroups: &BenchCgroups,
     pods: usize,
     image: &str,
-    monitor: &Path,
+    runtimes: &Runtimes,
 ) -> Result<Series> {
-    let config = format!("{CORRAL_LOG_LEVEL}\n[runtime]\nmonitor_path = {monitor:?}\n");
-    let mut run = CorralSeries::start(cgroups, FIRST_NETWORK, &config).await?;
+    let mut run = CorralSeries::start(cgroups, FIRST_NETWORK, &runtimes.corral_config()).await?;
     let mut series = Series::new("corral", "corral-monitor");
     let outcome = lifecycle(run.target(), &mut series, cgroups, pods, image).await;
     let ((), log) = run.finish(outcome).await?;
@@ -288,14 +196,6 @@ async fn bench_containerd(
     Ok(series)
 }
 
-/// A pod of the run: its sandbox config and, once made, its sandbox and container IDs.
-struct Pod {
-    sandbox: PodSandboxConfig,
-    container: ContainerConfig,
-    sandbox_id: Option<String>,
-    container_id: Option<String>,
-}
-
 /// Pulls the image, brings `pods` pods up and down, timing every request, and checks that
 /// nothing is left. Whatever it created is removed again on failure.
 async fn lifecycle(
@@ -307,48 +207,16 @@ async fn lifecycle(
 ) -> Result<()> {
     pull(target.client, image).await?;
     let mut list: Vec<Pod> = (0..pods)
-        .map(|i| {
-            let sandbox = sandbox_config(i, &target, cgroups)?;
-            let container = container_config(&sandbox, image, target.dir)?;
-            Ok(Pod {
-                sandbox,
-                container,
-                sandbox_id: None,
-                container_id: None,
-            })
-        })
+        .map(|i| Pod::new(i, &target, cgroups, image))
         .collect::<Result<_>>()?;
     series.memory[0] = target.meter.memory();
     let outcome = timed_phases(&mut target, series, &mut list).await;
     if outcome.is_err() {
-        for pod in &list {
-            if let Some(id) = &pod.sandbox_id {
-                let _ = stop_pod(target.client, id).await;
-                let _ = remove_pod(target.client, id).await;
-            }
-        }
+        remove_pods(target.client, &list).await;
     }
     outcome?;
-    let deadline = Instant::now() + EXIT_GRACE;
-    let mut left = leftovers(&target, series.helper);
-    while !left.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        left = leftovers(&target, series.helper);
-    }
+    ensure_nothing_left(&target, cgroups, &series.name, series.helper).await?;
     series.memory[2] = target.meter.memory();
-    ensure!(
-        left.is_empty(),
-        "{}: left after removal: {}",
-        series.name,
-        left.join("; ")
-    );
-    let cgroups_left = cgroups.container_cgroups_left();
-    ensure!(
-        cgroups_left.is_empty(),
-        "{}: container cgroups left after removal: {}",
-        series.name,
-        cgroups_left.join(", ")
-    );
     println!(
         "{:<12} run {:>6.1}  create {:>6.1}  start {:>6.1}  stop {:>6.1}  remove {:>6.1} ms (p50); \
          {pods} containers ran, nothing left",
@@ -360,36 +228,6 @@ async fn lifecycle(
         percentile(&series.times[4], 0.5),
     );
     Ok(())
-}
-
-/// What a runtime left: IP leases, veths on its bridge, and processes besides its daemon.
-fn leftovers(target: &Target<'_>, helper: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    let leases = target.network.leases();
-    if !leases.is_empty() {
-        left.push(format!("IP leases {leases:?}"));
-    }
-    let veths = target.network.attached_veths();
-    if veths != 0 {
-        left.push(format!("{veths} veths on {}", target.network.bridge));
-    }
-    let processes: Vec<String> = target
-        .meter
-        .processes()
-        .into_iter()
-        .filter(|&pid| Some(pid) != target.daemon)
-        .map(|pid| {
-            let name = executable_name(pid).unwrap_or_else(|| "?".to_owned());
-            format!("{pid} ({name})")
-        })
-        .collect();
-    if !processes.is_empty() {
-        left.push(format!(
-            "processes {} (helpers are {helper})",
-            processes.join(", ")
-        ));
-    }
-    left
 }
 
 /// Times one request: client-observed milliseconds into `times`, the runtime's CPU
@@ -427,10 +265,7 @@ async fn timed_phases(
     let client = &mut *target.client;
     let phase = Phase::start(meter);
     for pod in pods.iter_mut() {
-        let request = RunPodSandboxRequest {
-            config: Some(pod.sandbox.clone()),
-            runtime_handler: String::new(),
-        };
+        let request = pod.run_request();
         let name = pod_name(&pod.sandbox).to_owned();
         let sandbox_id = timed(meter, run_t, run_c, async {
             timeout(client.runtime.run_pod_sandbox(request))
@@ -441,11 +276,7 @@ async fn timed_phases(
         .pod_sandbox_id;
         pod.sandbox_id = Some(sandbox_id.clone());
 
-        let request = CreateContainerRequest {
-            pod_sandbox_id: sandbox_id.clone(),
-            config: Some(pod.container.clone()),
-            sandbox_config: Some(pod.sandbox.clone()),
-        };
+        let request = pod.create_request(&sandbox_id);
         let container_id = timed(meter, create_t, create_c, async {
             timeout(client.runtime.create_container(request))
                 .await
@@ -486,10 +317,7 @@ async fn timed_phases(
         let name = pod_name(&pod.sandbox).to_owned();
         let sandbox_id = pod.sandbox_id.clone().unwrap_or_default();
         let container_id = pod.container_id.clone().unwrap_or_default();
-        let request = StopContainerRequest {
-            container_id: container_id.clone(),
-            timeout: STOP_TIMEOUT_S,
-        };
+        let request = stop_request(&container_id);
         timed(meter, stop_t, stop_c, async {
             timeout(client.runtime.stop_container(request))
                 .await
@@ -521,18 +349,6 @@ async fn timed_phases(
     Ok(())
 }
 
-async fn container_status(client: &mut CriClient, id: &str) -> Result<ContainerStatus> {
-    let request = ContainerStatusRequest {
-        container_id: id.to_owned(),
-        verbose: false,
-    };
-    timeout(client.runtime.container_status(request))
-        .await
-        .with_context(|| format!("ContainerStatus {id}"))?
-        .status
-        .with_context(|| format!("ContainerStatus {id}: no status"))
-}
-
 /// With all containers running: the daemon's memory, each helper's, and the rest's.
 fn measure_memory(target: &Target<'_>, series: &mut Series) {
     series.memory[1] = target.meter.memory();
@@ -552,189 +368,6 @@ fn measure_memory(target: &Target<'_>, series: &mut Series) {
         }
     }
     series.others = others;
-}
-
-/// Pod `i` as kubelet asks for it: the shared kubelet-like request plus the annotations
-/// and the cluster DNS config kubelet adds.
-fn sandbox_config(
-    i: usize,
-    target: &Target<'_>,
-    cgroups: &BenchCgroups,
-) -> Result<PodSandboxConfig> {
-    let mut config = pod_config(
-        i,
-        target.network,
-        target.dir,
-        NamespaceMode::Container,
-        cgroups,
-    )?;
-    config.annotations = HashMap::from([
-        (
-            "kubernetes.io/config.seen".to_owned(),
-            "2024-01-01T00:00:00.000000000Z".to_owned(),
-        ),
-        ("kubernetes.io/config.source".to_owned(), "api".to_owned()),
-    ]);
-    config.dns_config = Some(DnsConfig {
-        servers: vec!["10.96.0.10".to_owned()],
-        searches: vec![
-            format!("{POD_NAMESPACE}.svc.cluster.local"),
-            "svc.cluster.local".to_owned(),
-            "cluster.local".to_owned(),
-        ],
-        options: vec!["ndots:5".to_owned()],
-    });
-    Ok(config)
-}
-
-/// The pod's container as kubelet asks for it, with what kubelet prepares first: the
-/// container's log dir, and in a kubelet-like pod dir the managed `/etc/hosts`, the
-/// termination-log file and a service-account token volume.
-fn container_config(
-    sandbox: &PodSandboxConfig,
-    image: &str,
-    dir: &Path,
-) -> Result<ContainerConfig> {
-    let metadata = sandbox.metadata.clone().unwrap_or_default();
-    std::fs::create_dir_all(Path::new(&sandbox.log_directory).join(CONTAINER))?;
-    let pod_dir = dir.join("kubelet/pods").join(&metadata.uid);
-    let hosts = pod_dir.join("etc-hosts");
-    let termination_log = pod_dir.join("containers").join(CONTAINER).join("0a1b2c3d");
-    let token = pod_dir.join("volumes/kubernetes.io~projected/kube-api-access-bench");
-    std::fs::create_dir_all(termination_log.parent().unwrap_or(&pod_dir))?;
-    std::fs::create_dir_all(&token)?;
-    std::fs::write(
-        &hosts,
-        format!(
-            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost \
-             ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\n\
-             fe00::2\tip6-allrouters\n# pod {}\n",
-            metadata.name
-        ),
-    )?;
-    std::fs::write(&termination_log, "")?;
-    for (file, content) in [
-        ("token", "bench-token"),
-        ("ca.crt", "bench-ca"),
-        ("namespace", POD_NAMESPACE),
-    ] {
-        std::fs::write(token.join(file), content)?;
-    }
-    let bind = |container_path: &str, host_path: &Path, readonly: bool| Mount {
-        container_path: container_path.to_owned(),
-        host_path: host_path.display().to_string(),
-        readonly,
-        ..Mount::default()
-    };
-    let service = "10.96.0.1";
-    let envs = [
-        ("KUBERNETES_SERVICE_HOST", service.to_owned()),
-        ("KUBERNETES_SERVICE_PORT", "443".to_owned()),
-        ("KUBERNETES_SERVICE_PORT_HTTPS", "443".to_owned()),
-        ("KUBERNETES_PORT", format!("tcp://{service}:443")),
-        ("KUBERNETES_PORT_443_TCP", format!("tcp://{service}:443")),
-        ("KUBERNETES_PORT_443_TCP_PROTO", "tcp".to_owned()),
-        ("KUBERNETES_PORT_443_TCP_PORT", "443".to_owned()),
-        ("KUBERNETES_PORT_443_TCP_ADDR", service.to_owned()),
-    ];
-    let pod_label = |key: &str| {
-        (
-            key.to_owned(),
-            sandbox.labels.get(key).cloned().unwrap_or_default(),
-        )
-    };
-    Ok(ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: CONTAINER.to_owned(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: image.to_owned(),
-            ..ImageSpec::default()
-        }),
-        command: vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            PAUSE_SCRIPT.to_owned(),
-        ],
-        envs: envs
-            .into_iter()
-            .map(|(key, value)| KeyValue {
-                key: key.to_owned(),
-                value,
-            })
-            .collect(),
-        mounts: vec![
-            bind(
-                "/var/run/secrets/kubernetes.io/serviceaccount",
-                &token,
-                true,
-            ),
-            bind("/etc/hosts", &hosts, false),
-            bind("/dev/termination-log", &termination_log, false),
-        ],
-        labels: HashMap::from([
-            (
-                "io.kubernetes.container.name".to_owned(),
-                CONTAINER.to_owned(),
-            ),
-            pod_label("io.kubernetes.pod.name"),
-            pod_label("io.kubernetes.pod.namespace"),
-            pod_label("io.kubernetes.pod.uid"),
-        ]),
-        annotations: HashMap::from([
-            (
-                "io.kubernetes.container.hash".to_owned(),
-                "5b1a7c6e".to_owned(),
-            ),
-            (
-                "io.kubernetes.container.restartCount".to_owned(),
-                "0".to_owned(),
-            ),
-            (
-                "io.kubernetes.container.terminationMessagePath".to_owned(),
-                "/dev/termination-log".to_owned(),
-            ),
-            (
-                "io.kubernetes.container.terminationMessagePolicy".to_owned(),
-                "File".to_owned(),
-            ),
-            (
-                "io.kubernetes.pod.terminationGracePeriod".to_owned(),
-                "30".to_owned(),
-            ),
-        ]),
-        log_path: format!("{CONTAINER}/0.log"),
-        linux: Some(LinuxContainerConfig {
-            // Burstable: requests cpu 100m and memory 64 MiB, limits cpu 500m and memory
-            // 128 MiB; the OOM score is kubelet's for that request on a 24 GiB node.
-            resources: Some(LinuxContainerResources {
-                cpu_period: 100_000,
-                cpu_quota: 50_000,
-                cpu_shares: 102,
-                memory_limit_in_bytes: 128 << 20,
-                oom_score_adj: 998,
-                ..LinuxContainerResources::default()
-            }),
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..NamespaceOption::default()
-                }),
-                // kubelet's defaults for the default procMount: containerd's lists.
-                masked_paths: DEFAULT_MASKED_PATHS.map(str::to_owned).to_vec(),
-                readonly_paths: DEFAULT_READONLY_PATHS.map(str::to_owned).to_vec(),
-                seccomp: Some(SecurityProfile {
-                    profile_type: security_profile::ProfileType::Unconfined as i32,
-                    ..SecurityProfile::default()
-                }),
-                ..LinuxContainerSecurityContext::default()
-            }),
-        }),
-        ..ContainerConfig::default()
-    })
 }
 
 /// Client-observed minus server-side p50 per step: what the transport and the client add.
