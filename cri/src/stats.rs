@@ -122,10 +122,9 @@ impl StatsCollector {
     /// Stats of several containers (one timestamp for all).
     pub fn containers(&self, records: &[ContainerRecord]) -> Vec<ContainerStats> {
         let now = Now::take();
-        records
-            .iter()
-            .map(|record| self.container_stats(record, &self.cgroup(record), now))
-            .collect()
+        parallel_map(records, |record| {
+            self.container_stats(record, &self.cgroup(record), now)
+        })
     }
 
     /// Stats of pods with their containers.
@@ -135,16 +134,13 @@ impl StatsCollector {
         containers: &[ContainerRecord],
     ) -> Vec<PodSandboxStats> {
         let now = Now::take();
-        sandboxes
-            .iter()
-            .map(|sandbox| {
-                let own: Vec<&ContainerRecord> = containers
-                    .iter()
-                    .filter(|c| c.sandbox_id == sandbox.id)
-                    .collect();
-                self.sandbox_stats(sandbox, &own, now)
-            })
-            .collect()
+        parallel_map(sandboxes, |sandbox| {
+            let own: Vec<&ContainerRecord> = containers
+                .iter()
+                .filter(|c| c.sandbox_id == sandbox.id)
+                .collect();
+            self.sandbox_stats(sandbox, &own, now)
+        })
     }
 
     fn cgroup(&self, record: &ContainerRecord) -> CgroupStats {
@@ -261,37 +257,36 @@ impl StatsCollector {
     ) -> String {
         let pods: HashMap<&str, &SandboxRecord> =
             sandboxes.iter().map(|s| (s.id.as_str(), s)).collect();
-        let samples: Vec<ContainerSample> = containers
+        let running: Vec<&ContainerRecord> = containers
             .iter()
             .filter(|c| c.phase == ContainerPhase::Running)
-            .map(|record| {
-                let pod = pods.get(record.sandbox_id.as_str());
-                let resources = record.resources.clone().unwrap_or_default();
-                let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
-                ContainerSample {
-                    labels: ContainerLabels {
-                        id: record.cgroups_path.clone(),
-                        container: record.name.clone(),
-                        pod: pod.map(|p| p.name.clone()).unwrap_or_default(),
-                        namespace: pod.map(|p| p.namespace.clone()).unwrap_or_default(),
-                        image: record.image.clone(),
-                    },
-                    stats: self.cgroup(record),
-                    spec: ContainerSpec {
-                        memory_limit_bytes: positive(resources.memory_limit_in_bytes),
-                        cpu_quota: (resources.cpu_quota != 0).then_some(resources.cpu_quota),
-                        cpu_period: positive(resources.cpu_period),
-                        cpu_shares: positive(resources.cpu_shares),
-                    },
-                    fs_usage: self.disk.as_ref().and_then(|disk| {
-                        disk.register(&record.id, &record.layer_dir.join("upper"));
-                        disk.get(&record.id).map(|(usage, _)| usage)
-                    }),
-                    start_time_seconds: (record.started_at > 0)
-                        .then(|| record.started_at as f64 / 1e9),
-                }
-            })
             .collect();
+        let samples: Vec<ContainerSample> = parallel_map(&running, |record| {
+            let pod = pods.get(record.sandbox_id.as_str());
+            let resources = record.resources.clone().unwrap_or_default();
+            let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+            ContainerSample {
+                labels: ContainerLabels {
+                    id: record.cgroups_path.clone(),
+                    container: record.name.clone(),
+                    pod: pod.map(|p| p.name.clone()).unwrap_or_default(),
+                    namespace: pod.map(|p| p.namespace.clone()).unwrap_or_default(),
+                    image: record.image.clone(),
+                },
+                stats: self.cgroup(record),
+                spec: ContainerSpec {
+                    memory_limit_bytes: positive(resources.memory_limit_in_bytes),
+                    cpu_quota: (resources.cpu_quota != 0).then_some(resources.cpu_quota),
+                    cpu_period: positive(resources.cpu_period),
+                    cpu_shares: positive(resources.cpu_shares),
+                },
+                fs_usage: self.disk.as_ref().and_then(|disk| {
+                    disk.register(&record.id, &record.layer_dir.join("upper"));
+                    disk.get(&record.id).map(|(usage, _)| usage)
+                }),
+                start_time_seconds: (record.started_at > 0).then(|| record.started_at as f64 / 1e9),
+            }
+        });
         let networks: Vec<PodNetworkSample> = sandboxes
             .iter()
             .filter_map(|sandbox| {
@@ -363,6 +358,44 @@ impl StatsCollector {
     }
 }
 
+/// Threads a list of cgroups is read on: the reads are system calls on cgroupfs (10-25 µs
+/// each on the VMs here, about ten per cgroup), so a 2-core node reads 100 containers in
+/// half the time on two threads.
+const READ_THREADS: usize = 4;
+/// Below this many items one thread is faster than starting more.
+const PARALLEL_MIN: usize = 16;
+
+/// `items.iter().map(f).collect()`, on up to [`READ_THREADS`] scoped threads.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(READ_THREADS);
+    if threads < 2 || items.len() < PARALLEL_MIN {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                (
+                    part,
+                    scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()),
+                )
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|(part, handle)| {
+                // A thread that could not finish: do its part here.
+                handle
+                    .join()
+                    .unwrap_or_else(|_| part.iter().map(&f).collect())
+            })
+            .collect()
+    })
+}
+
 fn memory_usage(stats: &CgroupStats, now: Now) -> MemoryUsage {
     let memory = &stats.memory;
     MemoryUsage {
@@ -412,6 +445,14 @@ fn sum(all: &[CgroupStats]) -> CgroupStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_parallel_map_keeps_order() {
+        let items: Vec<u32> = (0..100).collect();
+        let doubled = parallel_map(&items, |i| i * 2);
+        assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(parallel_map(&items[..3], |i| *i), vec![0, 1, 2]);
+    }
 
     #[test]
     fn test_sum_adds_present_fields_only() {
