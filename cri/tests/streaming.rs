@@ -140,6 +140,71 @@ async fn test_exec_output_exit_codes_tty_and_single_use_urls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_container_exit_mid_exec_ends_the_stream_with_its_status() {
+    let pod = pod(TestAgent::start().await.unwrap(), "exit-pod").await;
+    let mut config = pod.config("short", &["sleep", "1000"]);
+    config.linux = Some(k8s_cri::v1::LinuxContainerConfig {
+        security_context: Some(k8s_cri::v1::LinuxContainerSecurityContext {
+            namespace_options: Some(k8s_cri::v1::NamespaceOption {
+                pid: k8s_cri::v1::NamespaceMode::Container as i32,
+                ..k8s_cri::v1::NamespaceOption::default()
+            }),
+            ..k8s_cri::v1::LinuxContainerSecurityContext::default()
+        }),
+        ..k8s_cri::v1::LinuxContainerConfig::default()
+    });
+    let id = pod.run(config).await;
+    let mut client = pod.agent.client().await.unwrap();
+    let url = client
+        .runtime
+        .exec(exec_request(
+            &id,
+            &["sh", "-c", "echo started; sleep 100"],
+            false,
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut session = RemoteCommandSession::connect(
+        &url,
+        StreamOptions {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        },
+    )
+    .await
+    .unwrap();
+    let mut stdout = session.take_stdout().unwrap();
+    let mut first = [0u8; 8];
+    stdout.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"started\n");
+    // The container dies (its PID namespace with it) while the exec runs.
+    client
+        .runtime
+        .stop_container(k8s_cri::v1::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), session.finish())
+        .await
+        .expect("the stream ends when the container exits")
+        .unwrap();
+    assert_ne!(
+        output.completion.exit_code(),
+        Some(0),
+        "{:?}",
+        output.completion
+    );
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_port_forward_carries_100_mb_intact_from_a_pod() {
     let pod = pod(TestAgent::start().await.unwrap(), "forward-pod").await;
     let id = pod
