@@ -18,6 +18,48 @@ use k8s_cri::v1::{
     PodSandboxStatsFilter, PodSandboxStatsRequest, PodSandboxStatusRequest, RunPodSandboxRequest,
 };
 
+/// A pod cgroup parent in every v1 hierarchy (and the unified one), as kubelet's cgroupfs
+/// driver makes it.
+struct PodCgroup {
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl PodCgroup {
+    fn create(parent: &str) -> PodCgroup {
+        let mut dirs = Vec::new();
+        for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let hierarchy = entry.path();
+            let is_mount = std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .any(|l| l.split(' ').nth(4) == Some(hierarchy.to_str().unwrap()));
+            if !is_mount || entry.file_type().unwrap().is_symlink() {
+                continue;
+            }
+            let top = hierarchy.join(parent.trim_start_matches('/').split('/').next().unwrap());
+            let dir = hierarchy.join(parent.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            dirs.push(dir);
+            dirs.push(top);
+        }
+        PodCgroup { dirs }
+    }
+
+    fn remove(self) {
+        for dir in &self.dirs {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while dir.exists() && std::fs::remove_dir(dir).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} stays busy",
+                    dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 fn cpu_ns(stats: &ContainerStats) -> u64 {
     stats
         .cpu
@@ -39,6 +81,8 @@ fn working_set(stats: &ContainerStats) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_container_and_pod_stats_from_cgroups() {
     let parent = format!("/corral-test-stats-{}/pod-a", std::process::id());
+    // kubelet makes the pod's cgroup before the pod and removes it after: so does the test.
+    let pod_cgroup = PodCgroup::create(&parent);
     let pod = pod_with(TestAgent::start().await.unwrap(), "stats-pod", |config| {
         config.linux = Some(LinuxPodSandboxConfig {
             cgroup_parent: parent.clone(),
@@ -174,6 +218,7 @@ async fn test_container_and_pod_stats_from_cgroups() {
     let processes = linux.process.unwrap().process_count.unwrap().value;
     assert!(processes >= 2, "{processes} processes");
     pod.tear_down().await;
+    pod_cgroup.remove();
 }
 
 async fn pod_stats(client: &mut CriClient, id: &str) -> Vec<k8s_cri::v1::PodSandboxStats> {
