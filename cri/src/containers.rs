@@ -438,11 +438,15 @@ impl ContainerManager {
             return Ok(());
         };
         if record.phase == ContainerPhase::Running {
-            self.stop(&record.id, Duration::ZERO).await?;
+            if let Err(error) = self.stop(&record.id, Duration::ZERO).await {
+                // Its monitor is gone: the teardown kills what is left through the cgroup.
+                tracing::warn!(container = %record.id, %error, "stop before removal failed");
+            }
         }
         let doomed = record.clone();
+        let paths = self.paths.clone();
         let task = tokio::task::spawn_blocking(move || {
-            tear_down(&doomed);
+            tear_down_files(&ContainerFiles::of(&paths, &doomed.id));
             remove_default_cgroup_parent();
         });
         self.teardowns
@@ -811,15 +815,6 @@ fn remove_default_cgroup_parent() {
 }
 
 /// Deletes the container through its monitor, unmounts and removes its files.
-fn tear_down(record: &ContainerRecord) {
-    tear_down_files(&ContainerFiles {
-        id: record.id.clone(),
-        socket: record.socket(),
-        bundle: record.bundle.clone(),
-        layer_dir: record.layer_dir.clone(),
-        exit_file: record.exit_file.clone(),
-    });
-}
 
 /// Where a container's files are, by ID (as [`ContainerManager::create`] places them).
 struct ContainerFiles {
@@ -828,6 +823,8 @@ struct ContainerFiles {
     bundle: PathBuf,
     layer_dir: PathBuf,
     exit_file: PathBuf,
+    /// libcontainer's state directory of the container.
+    state_dir: PathBuf,
 }
 
 impl ContainerFiles {
@@ -840,15 +837,22 @@ impl ContainerFiles {
             bundle: paths.bundles_dir.join(id),
             layer_dir: paths.layers_dir.join(id),
             exit_file: paths.exits_dir.join(format!("{id}.json")),
+            state_dir: paths.libcontainer_root.join(id),
         }
     }
 }
 
 fn tear_down_files(files: &ContainerFiles) {
-    if files.socket.exists() {
-        if let Err(error) = monitor::delete(&files.socket) {
-            tracing::warn!(container = %files.id, %error, "monitor delete failed");
-        }
+    let deleted = files.socket.exists()
+        && match monitor::delete(&files.socket) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(container = %files.id, %error, "monitor delete failed");
+                false
+            }
+        };
+    if !deleted {
+        remove_without_monitor(files);
     }
     if let Err(error) = overlay::unmount(&files.bundle.join("rootfs")) {
         tracing::warn!(container = %files.id, %error, "could not unmount rootfs");
@@ -862,6 +866,20 @@ fn tear_down_files(files: &ContainerFiles) {
     }
     let _ = std::fs::remove_file(&files.exit_file);
     let _ = std::fs::remove_file(&files.socket);
+}
+
+/// What the monitor's delete does, for a container whose monitor is gone (killed, or out
+/// of memory): kill what is left in the container's cgroup (from its bundle's spec), remove
+/// the cgroup and libcontainer's state.
+fn remove_without_monitor(files: &ContainerFiles) {
+    if let Err(error) = monitor::cgroups::remove_bundle_cgroup(&files.bundle) {
+        tracing::warn!(container = %files.id, %error, "could not remove the cgroup");
+    }
+    match std::fs::remove_dir_all(&files.state_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(container = %files.id, %error, "could not remove state"),
+    }
 }
 
 /// Removes containers that have files but no record: an agent killed during a

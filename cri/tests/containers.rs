@@ -358,3 +358,64 @@ async fn test_remove_frees_the_name_at_once_and_cleanup_finishes_before_exit() {
     pod.agent.spawn().await.unwrap();
     pod.tear_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_remove_after_the_monitor_died_kills_the_container_and_its_cgroup() {
+    let pod = pod(TestAgent::start().await.unwrap(), "ctr-pod").await;
+    let id = pod.run(pod.config("orphaned", &["sleep", "1000"])).await;
+    let info = pod.info(&id).await;
+    let init = info["pid"].as_i64().unwrap() as i32;
+    let cgroup = info["cgroupsPath"].as_str().unwrap().to_string();
+    let memory_cgroup =
+        std::path::Path::new("/sys/fs/cgroup/memory").join(cgroup.trim_start_matches('/'));
+    assert!(memory_cgroup.is_dir());
+    // The monitor dies (killed, or out of memory); the container keeps running.
+    let config = pod
+        .agent
+        .run_dir
+        .join("containers")
+        .join(&id)
+        .join("monitor.json")
+        .display()
+        .to_string();
+    let monitors: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&config))
+                && *pid != init
+        })
+        .collect();
+    assert_eq!(monitors.len(), 1, "{monitors:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitors[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(monitors[0]) {
+        assert!(Instant::now() < deadline, "the monitor did not die");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alive(init), "the container outlives its monitor");
+
+    // Removal still kills the container and removes its cgroup.
+    let mut client = pod.agent.client().await.unwrap();
+    client
+        .runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    pod.tear_down().await; // waits for the background teardown
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(init) {
+        assert!(Instant::now() < deadline, "the container's init survived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!memory_cgroup.exists(), "{} left", memory_cgroup.display());
+}

@@ -165,6 +165,70 @@ impl CreatedDirs {
     }
 }
 
+/// Kills every process left in the container's cgroup (`relative` below each hierarchy)
+/// and removes the cgroup's own directories: what the monitor's `delete` does, for a
+/// container whose monitor is gone (killed, or out of memory). Parents are left: the pod
+/// owns them. Waits up to two seconds for the killed processes to leave.
+pub fn kill_and_remove(mounts: &[CgroupMount], relative: &Path) -> Result<(), Error> {
+    let dirs: Vec<PathBuf> = mounts
+        .iter()
+        .map(|mount| mount.path.join(relative))
+        .filter(|dir| dir.is_dir())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut first_error = None;
+    for dir in &dirs {
+        loop {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "cannot remove cgroup");
+                first_error.get_or_insert(Error::io("remove cgroup", dir, err));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// [`kill_and_remove`] for the container of the OCI bundle at `bundle` (its spec's
+/// `cgroupsPath`, in every hierarchy mounted on the host). A bundle without a spec has
+/// nothing to remove.
+pub fn remove_bundle_cgroup(bundle: &Path) -> Result<(), Error> {
+    let spec_path = bundle.join("config.json");
+    let Ok(spec) = oci_spec::runtime::Spec::load(&spec_path) else {
+        return Ok(());
+    };
+    let Some(relative) = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.cgroups_path().as_deref())
+        .and_then(relative_cgroup_path)
+    else {
+        return Ok(());
+    };
+    kill_and_remove(&host_mounts()?, &relative)
+}
+
 /// The file holding the OOM-kill counter of the container's memory cgroup: v1
 /// `memory.oom_control` (`oom_kill`, kernel >= 4.13), else v2 `memory.events`.
 pub fn oom_counter_file(mounts: &[CgroupMount], relative: &Path) -> Option<PathBuf> {
@@ -307,6 +371,21 @@ mod tests {
         std::fs::create_dir_all(root.path().join("cpu/x/busy")).unwrap();
         dirs.after_create();
         assert!(dirs.remove().is_err());
+    }
+
+    #[test]
+    fn test_kill_and_remove_removes_empty_container_dirs_only() {
+        let root = tempfile::tempdir().unwrap();
+        let mounts = fake_mounts(root.path());
+        let relative = Path::new("pod/ctr");
+        for mount in &mounts {
+            std::fs::create_dir_all(mount.path.join(relative)).unwrap();
+        }
+        kill_and_remove(&mounts, relative).unwrap();
+        for mount in &mounts {
+            assert!(!mount.path.join(relative).exists());
+            assert!(mount.path.join("pod").is_dir(), "the pod's parent stays");
+        }
     }
 
     #[test]
