@@ -814,8 +814,6 @@ fn remove_default_cgroup_parent() {
     let _ = std::fs::remove_dir("/sys/fs/cgroup/corral");
 }
 
-/// Deletes the container through its monitor, unmounts and removes its files.
-
 /// Where a container's files are, by ID (as [`ContainerManager::create`] places them).
 struct ContainerFiles {
     id: String,
@@ -842,6 +840,8 @@ impl ContainerFiles {
     }
 }
 
+/// Deletes the container through its monitor (or, without one, through its cgroup),
+/// unmounts and removes its files.
 fn tear_down_files(files: &ContainerFiles) {
     let deleted = files.socket.exists()
         && match monitor::delete(&files.socket) {
