@@ -4,7 +4,6 @@
 use k8s_cri::v1::{ExecRequest, ExecResponse};
 use tonic::Status;
 
-use crate::container_record::ContainerPhase;
 use crate::error::Error;
 use crate::service::CriService;
 use crate::streaming::ExecTarget;
@@ -17,20 +16,7 @@ impl CriService {
         if request.cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()).into());
         }
-        let record = self
-            .agent
-            .containers
-            .get(&request.container_id)
-            .ok_or_else(|| {
-                Error::NotFound(format!("container {:?} not found", request.container_id))
-            })?;
-        if record.phase != ContainerPhase::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                record.id
-            ))
-            .into());
-        }
+        let record = self.agent.containers.running(&request.container_id)?;
         let server = self
             .agent
             .streaming

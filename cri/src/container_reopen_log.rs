@@ -4,7 +4,6 @@
 use k8s_cri::v1::{ReopenContainerLogRequest, ReopenContainerLogResponse};
 use tonic::Status;
 
-use crate::container_record::ContainerPhase;
 use crate::error::Error;
 use crate::service::CriService;
 
@@ -13,20 +12,7 @@ impl CriService {
         &self,
         request: ReopenContainerLogRequest,
     ) -> Result<ReopenContainerLogResponse, Status> {
-        let record = self
-            .agent
-            .containers
-            .get(&request.container_id)
-            .ok_or_else(|| {
-                Error::NotFound(format!("container {:?} not found", request.container_id))
-            })?;
-        if record.phase != ContainerPhase::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                record.id
-            ))
-            .into());
-        }
+        let record = self.agent.containers.running(&request.container_id)?;
         let socket = record.socket();
         tokio::task::spawn_blocking(move || corral_runtime::monitor::reopen_log(&socket))
             .await

@@ -146,6 +146,21 @@ impl ContainerManager {
         self.records.find(id)
     }
 
+    /// A running container by ID or unique prefix: `NotFound`, or `FailedPrecondition` when
+    /// it is not running.
+    pub fn running(&self, id: &str) -> Result<ContainerRecord, Error> {
+        let record = self
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if record.phase != ContainerPhase::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not running",
+                record.id, record.phase
+            )));
+        }
+        Ok(record)
+    }
+
     /// Every container.
     pub fn list(&self) -> Vec<ContainerRecord> {
         self.records.list()
@@ -604,15 +619,7 @@ impl ContainerManager {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
-        let record = self
-            .get(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
-        if record.phase != ContainerPhase::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is {:?}, not running",
-                record.id, record.phase
-            )));
-        }
+        let record = self.running(id)?;
         let mut request = ExecRequest::new(&self.paths.libcontainer_root, &record.id, cmd);
         request.timeout = timeout;
         let binary = self.paths.monitor_binary.clone();
@@ -652,15 +659,7 @@ impl ContainerManager {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
-        let record = self
-            .get(id)
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
-        if record.phase != ContainerPhase::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is {:?}, not running",
-                record.id, record.phase
-            )));
-        }
+        let record = self.running(id)?;
         let mut request = StreamExecRequest::new(&self.paths.libcontainer_root, &record.id, cmd);
         request.tty = tty;
         request.stdin = stdin;
