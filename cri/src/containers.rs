@@ -666,6 +666,21 @@ impl ContainerManager {
         request.log = Some(record.bundle.join(monitor::MONITOR_LOG));
         spawn_exec_stream(&self.paths.monitor_binary, &request).map_err(Error::Runtime)
     }
+
+    /// Attaches to the running container `id`'s own stdio through its monitor: the returned
+    /// connection carries the attach stream (`corral_runtime::monitor::relay_attach`).
+    pub async fn attach(
+        &self,
+        id: &str,
+        options: monitor::AttachOptions,
+    ) -> Result<std::os::unix::net::UnixStream, Error> {
+        let record = self.running(id)?;
+        let socket = record.socket();
+        tokio::task::spawn_blocking(move || monitor::attach(&socket, options))
+            .await
+            .map_err(|err| Error::Internal(format!("attach task failed: {err}")))?
+            .map_err(Error::Runtime)
+    }
 }
 
 /// The blocking part of a creation, undone step by step on failure.

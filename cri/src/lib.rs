@@ -27,6 +27,7 @@ pub mod stats;
 pub mod streaming;
 pub mod streaming_backend;
 
+mod container_attach;
 mod container_create;
 mod container_events;
 mod container_exec;

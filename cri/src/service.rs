@@ -161,9 +161,11 @@ impl RuntimeService for CriService {
     }
     async fn attach(
         &self,
-        _request: Request<v1::AttachRequest>,
+        request: Request<v1::AttachRequest>,
     ) -> Result<Response<v1::AttachResponse>, Status> {
-        Err(unimplemented("Attach"))
+        self.container_attach(request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn port_forward(
         &self,

@@ -1,7 +1,7 @@
 //! The runtime behind the streaming server: Exec through a `corral-monitor exec --stream`
 //! helper connected to the client's streams, PortForward through a TCP connection made from
-//! inside the pod's network namespace. Attach needs the monitor to serve the container's
-//! stdio, which it does not yet: it is refused as unsupported.
+//! inside the pod's network namespace, Attach through the container's monitor, which serves
+//! the container's own stdio.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -106,11 +106,36 @@ impl StreamingBackend for RuntimeBackend {
         })
     }
 
-    fn attach(&self, _target: AttachTarget, _io: RemoteIo) -> BackendFuture<'_, ()> {
+    fn attach(&self, target: AttachTarget, io: RemoteIo) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            Err(BackendError::Unsupported {
-                what: "attach (the container monitor does not serve its stdio yet)".to_string(),
-            })
+            use corral_runtime::monitor::{self, AttachIo, AttachOptions};
+            let agent = self.agent()?;
+            let options = AttachOptions {
+                stdin: io.stdin.is_some(),
+                stdout: io.stdout.is_some(),
+                stderr: io.stderr.is_some(),
+            };
+            let connection = agent
+                .containers
+                .attach(&target.container_id, options)
+                .await
+                .map_err(|e| attach_error(&target.container_id, e))?;
+            let RemoteIo {
+                stdin,
+                stdout,
+                stderr,
+                resize,
+            } = io;
+            let resize = resize.map(terminal_sizes);
+            let io = AttachIo {
+                stdin: stdin.map(|s| s as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                stdout: stdout.map(|s| s as Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
+                stderr: stderr.map(|s| s as Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
+                resize,
+            };
+            monitor::relay_attach(connection, io)
+                .await
+                .map_err(|e| BackendError::Other(e.to_string()))
         })
     }
 
@@ -164,6 +189,35 @@ impl StreamingBackend for RuntimeBackend {
             Ok(())
         })
     }
+}
+
+/// An attach refused by the monitor: a second stdin, too many attachers, a stopped container.
+fn attach_error(container_id: &str, error: Error) -> BackendError {
+    match error {
+        Error::Runtime(corral_runtime::Error::ContainerState { message, .. }) => {
+            BackendError::Other(format!("attach to container {container_id}: {message}"))
+        }
+        other => backend_error(container_id, other),
+    }
+}
+
+/// The client's terminal sizes as the runtime's.
+fn terminal_sizes(
+    mut sizes: tokio::sync::mpsc::Receiver<crate::streaming::TerminalSize>,
+) -> tokio::sync::mpsc::Receiver<corral_runtime::exec::TerminalSize> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Some(size) = sizes.recv().await {
+            let size = corral_runtime::exec::TerminalSize {
+                width: size.width,
+                height: size.height,
+            };
+            if sender.send(size).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 /// Copies one output of the command to the client, then ends the client's stream.

@@ -1,6 +1,7 @@
-//! Node tests of Exec and PortForward through the streaming server, driven by the project's
-//! own SPDY client: output and exit codes, a terminal with stdin and resizes, single-use
-//! URLs, and 100 MB carried intact from a web server inside a pod.
+//! Node tests of Exec, Attach and PortForward through the streaming server, driven by the
+//! project's own SPDY client: output and exit codes, a terminal with stdin and resizes,
+//! single-use URLs, a container's own stdio shared by two attachers, and 100 MB carried
+//! intact from a web server inside a pod.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
@@ -12,7 +13,7 @@ use common::agent::TestAgent;
 use common::pod::pod;
 use corral::streaming::TerminalSize;
 use corral::streaming::client::{PortForwardSession, RemoteCommandSession, StreamOptions};
-use k8s_cri::v1::{ExecRequest, PortForwardRequest};
+use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -133,6 +134,127 @@ async fn test_exec_output_exit_codes_tty_and_single_use_urls() {
     let err = client
         .runtime
         .exec(exec_request(&done, &["true"], false, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    pod.tear_down().await;
+}
+
+fn attach_request(id: &str, stdin: bool) -> AttachRequest {
+    AttachRequest {
+        container_id: id.to_string(),
+        stdin,
+        tty: false,
+        stdout: true,
+        stderr: true,
+    }
+}
+
+/// Reads `reader` until what was read contains `needle`.
+async fn read_until(reader: &mut (impl tokio::io::AsyncRead + Unpin), needle: &str) {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = tokio::time::timeout(Duration::from_secs(20), reader.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(&seen)))
+            .unwrap();
+        assert!(n > 0, "EOF before {needle:?}");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_attach_sees_output_feeds_stdin_and_ends_with_the_container() {
+    let pod = pod(TestAgent::start().await.unwrap(), "attach-pod").await;
+    let mut config = pod.config(
+        "reader",
+        &[
+            "sh",
+            "-c",
+            "while read line; do echo \"got $line\"; echo \"err $line\" >&2; done; echo bye; exit 3",
+        ],
+    );
+    config.stdin = true;
+    config.stdin_once = true;
+    let id = pod.run(config).await;
+    let mut client = pod.agent.client().await.unwrap();
+    let url = |stdin| {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move {
+            client
+                .runtime
+                .attach(attach_request(&id, stdin))
+                .await
+                .unwrap()
+                .into_inner()
+                .url
+        }
+    };
+    let with_stdin = StreamOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    let mut typing = RemoteCommandSession::connect(&url(true).await, with_stdin)
+        .await
+        .unwrap();
+    let watching = RemoteCommandSession::connect(
+        &url(false).await,
+        StreamOptions {
+            stdin: false,
+            ..with_stdin
+        },
+    )
+    .await
+    .unwrap();
+    // Both are attached once the monitor logged them (the backend attaches after the
+    // session's streams are open).
+    let monitor_log = pod
+        .agent
+        .run_dir
+        .join("containers")
+        .join(&id)
+        .join("monitor.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&monitor_log)
+        .unwrap_or_default()
+        .matches("client attached")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "not attached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    typing.write_stdin(b"one\n").await.unwrap();
+    let mut typing_out = typing.take_stdout().unwrap();
+    read_until(&mut typing_out, "got one").await;
+    read_until(&mut typing.take_stderr().unwrap(), "err one").await;
+    // The end of the typing client's stdin ends the container's (stdin_once): the script
+    // says bye and exits, and both attachments end with success.
+    typing.close_stdin().await.unwrap();
+    read_until(&mut typing_out, "bye").await;
+    let output = tokio::time::timeout(Duration::from_secs(20), watching.finish())
+        .await
+        .expect("the attachment ends with the container")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "got one\nbye\n",
+        "the watcher attached before the first line"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "err one\n");
+    assert_eq!(output.completion.exit_code(), Some(0));
+    drop(typing_out);
+    let status = pod.wait_exited(&id).await;
+    assert_eq!(status.exit_code, 3);
+
+    // Attach to a container that is not running is refused by the RPC.
+    let err = client
+        .runtime
+        .attach(attach_request(&id, false))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);

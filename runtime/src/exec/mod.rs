@@ -110,6 +110,8 @@ mod stream_helper;
 mod tenant;
 
 pub use client::{ExecOutput, HELPER_GRACE, exec_sync};
+pub(crate) use console::eof_char;
+pub(crate) use executor::set_window_size;
 pub use helper::run;
 pub use protocol::{
     DEFAULT_MAX_OUTPUT, DecodedReport, ExecErrorKind, ExecReport, ExecRequest, MAX_HEADER,

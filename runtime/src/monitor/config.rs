@@ -39,10 +39,10 @@ pub struct MonitorConfig {
     /// The process has a terminal (`process.terminal` in the spec must agree).
     #[serde(default)]
     pub tty: bool,
-    /// Keep the container's stdin open (a pipe the monitor holds; attach is not built yet).
+    /// Keep the container's stdin open (a pipe the monitor holds and attachers write to).
     #[serde(default)]
     pub stdin: bool,
-    /// Close stdin after the first attach ends (recorded; takes effect with attach).
+    /// Close stdin when the stdin of the first attacher that had it ends.
     #[serde(default)]
     pub stdin_once: bool,
 }

@@ -24,7 +24,8 @@
 //! and exits.
 //!
 //! **Requests.** On the unix socket `config.socket`, one request per connection: a JSON line
-//! ([`Request`]), answered by a JSON line ([`Response`]), then the monitor closes it:
+//! ([`Request`]), answered by a JSON line ([`Response`]), then the monitor closes it (an
+//! accepted attach keeps it open for the attach stream, see [`attach`]):
 //!
 //! ```text
 //! {"op":"start"}                          -> {"ok":true}       once the process runs
@@ -33,6 +34,8 @@
 //! {"op":"state"}                          -> {"ok":true,"state":{"status":"running","pid":42,
 //!                                             "created_at":<ns>,"started_at":<ns>,"exit":{..}}}
 //! {"op":"delete"}                         -> {"ok":true}       then the monitor exits
+//! {"op":"attach","stdin":true,            -> {"ok":true}       then the connection stays open
+//!  "stdout":true,"stderr":true}                                 for the attach stream
 //! failures                                -> {"ok":false,"kind":"state"|"invalid"|"failed","error":".."}
 //! ```
 //!
@@ -46,9 +49,13 @@
 //! killed), signal, start and finish times, and whether the memory cgroup saw an OOM kill.
 //! It keeps serving `state` and `delete` until deleted.
 //!
-//! The client functions ([`start`], [`signal`], [`reopen_log`], [`state`], [`delete`]) block
-//! with timeouts: call them from `spawn_blocking`.
+//! The client functions ([`start`], [`signal`], [`reopen_log`], [`state`], [`delete`],
+//! [`attach()`]) block with timeouts: call them from `spawn_blocking`. [`relay_attach`] is
+//! async.
 
+pub mod attach;
+mod attach_client;
+mod attachers;
 pub mod cgroups;
 mod client;
 mod config;
@@ -58,6 +65,7 @@ pub mod process;
 mod protocol;
 pub mod trace;
 
+pub use attach_client::{AttachIo, AttachOptions, attach, relay_attach};
 pub use client::{
     MONITOR_LOG, REQUEST_TIMEOUT, SPAWN_TIMEOUT, Started, delete, reopen_log, request, signal,
     spawn_monitor, spawn_monitor_with_timeout, start, state,

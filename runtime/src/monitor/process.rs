@@ -26,6 +26,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::attachers::{Attachers, Wants};
 use super::cgroups::{self, CreatedDirs};
 use super::config::MonitorConfig;
 use super::create::{self, Created};
@@ -161,6 +162,7 @@ fn start(config_path: &Path) -> Result<Monitor, Error> {
         oom_baseline,
     } = created;
     tracing::info!(container = %config.id, pid, "container created");
+    let attachers = attachers_for(&config, stdin, console.as_ref())?;
     let mut monitor = Monitor {
         listener,
         clients: Vec::new(),
@@ -169,7 +171,7 @@ fn start(config_path: &Path) -> Result<Monitor, Error> {
         pidfd: pidfd_open(pid),
         sigchld: None,
         outputs: [stdout, stderr, console],
-        stdin,
+        attachers,
         log,
         log_failing: false,
         status: Status::Created,
@@ -208,6 +210,31 @@ fn bind(socket: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
+/// The attach side: the container's stdin (the pipe's write end, or with a terminal a
+/// duplicate of its master) and the terminal for resizes, both nonblocking.
+fn attachers_for(
+    config: &MonitorConfig,
+    stdin_pipe: Option<OwnedFd>,
+    console: Option<&OwnedFd>,
+) -> Result<Attachers, Error> {
+    let duplicate = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|err| Error::io("duplicate", Path::new("terminal"), err))
+    };
+    let terminal = console.map(duplicate).transpose()?;
+    let stdin = match (console, stdin_pipe) {
+        (Some(console), _) if config.stdin => Some(duplicate(console)?),
+        (Some(_), _) => None,
+        (None, Some(pipe)) => {
+            create::set_nonblocking(&pipe)
+                .map_err(|err| Error::io("set nonblocking", Path::new("stdin"), err))?;
+            Some(pipe)
+        }
+        (None, None) => None,
+    };
+    Ok(Attachers::new(stdin, terminal, config.stdin_once))
+}
+
 /// A pidfd for the init: readable once it exits. `None` on kernels without pidfd_open.
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
@@ -240,6 +267,10 @@ struct Client {
 enum Source {
     Listener,
     Client(usize),
+    /// Index of an attacher.
+    Attacher(usize),
+    /// The container's stdin, writable.
+    Stdin,
     /// Index into `outputs`: stdout, stderr, console.
     Output(usize),
     Pidfd,
@@ -256,9 +287,9 @@ struct Monitor {
     sigchld: Option<SignalFd>,
     /// stdout pipe, stderr pipe, tty master (read ends); `None` once at EOF.
     outputs: [Option<OwnedFd>; 3],
-    /// Held open so the container's stdin does not see EOF (attach will write to it).
-    #[allow(dead_code)]
-    stdin: Option<OwnedFd>,
+    /// Clients attached to the container's stdio, and its stdin (held open so the
+    /// container does not see the end of its input until `stdin_once` says so).
+    attachers: Attachers,
     log: Option<LogWriter>,
     log_failing: bool,
     status: Status,
@@ -288,8 +319,9 @@ impl Monitor {
             {
                 let mut fds = Vec::with_capacity(sources.capacity());
                 macro_rules! add {
-                    ($fd:expr, $source:expr) => {{
-                        fds.push(PollFd::new($fd, PollFlags::POLLIN));
+                    ($fd:expr, $source:expr) => {{ add!($fd, $source, PollFlags::POLLIN) }};
+                    ($fd:expr, $source:expr, $flags:expr) => {{
+                        fds.push(PollFd::new($fd, $flags));
                         sources.push($source);
                     }};
                 }
@@ -301,6 +333,12 @@ impl Monitor {
                     if let Some(fd) = output {
                         add!(fd.as_fd(), Source::Output(i));
                     }
+                }
+                for (i, fd, flags) in self.attachers.poll_entries() {
+                    add!(fd, Source::Attacher(i), flags);
+                }
+                if let Some(fd) = self.attachers.stdin_poll_entry() {
+                    add!(fd, Source::Stdin, PollFlags::POLLOUT);
                 }
                 if let Some(fd) = &self.pidfd {
                     add!(fd.as_fd(), Source::Pidfd);
@@ -319,15 +357,17 @@ impl Monitor {
                 }
                 ready.extend(
                     fds.iter()
-                        .map(|fd| !fd.revents().unwrap_or(PollFlags::empty()).is_empty()),
+                        .map(|fd| fd.revents().unwrap_or(PollFlags::empty())),
                 );
             }
             let mut ready_clients = Vec::new();
-            for (source, ready) in sources.into_iter().zip(ready) {
-                match (source, ready) {
+            for (source, revents) in sources.into_iter().zip(ready) {
+                match (source, !revents.is_empty()) {
                     (_, false) => {}
                     (Source::Listener, true) => self.accept(),
                     (Source::Client(i), true) => ready_clients.push(i),
+                    (Source::Attacher(i), true) => self.attachers.ready(i, revents),
+                    (Source::Stdin, true) => self.attachers.stdin_writable(),
                     (Source::Output(i), true) => {
                         self.read_output(i);
                     }
@@ -346,6 +386,7 @@ impl Monitor {
                     self.serve_client(i);
                 }
             }
+            self.attachers.sweep();
         }
         tracing::info!(container = %self.config.id, "monitor exiting");
     }
@@ -397,17 +438,47 @@ impl Monitor {
         let Some(end) = line_end else {
             return;
         };
-        let response = match decode::<Request>(&client.buf[..end]) {
+        let request = decode::<Request>(&client.buf[..end]);
+        let response = match request {
+            Ok(Request::Attach {
+                stdin,
+                stdout,
+                stderr,
+            }) => {
+                let wants = Wants {
+                    stdin,
+                    stdout,
+                    stderr,
+                };
+                return self.attach(client.stream, wants);
+            }
             Ok(request) => self.handle(request),
             Err(err) => Response::error(ErrorKind::Invalid, format!("bad request: {err}")),
         };
-        let mut stream = client.stream;
-        let sent = stream
-            .set_nonblocking(false)
-            .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(1))))
-            .and_then(|()| stream.write_all(&encode(&response)));
-        if let Err(err) = sent {
-            tracing::warn!(error = %err, "cannot answer a client");
+        answer(client.stream, &response);
+    }
+
+    /// Answers an attach request and, when accepted, keeps the connection as an attacher.
+    fn attach(&mut self, stream: UnixStream, wants: Wants) {
+        let refused = if self.status == Status::Stopped {
+            Some(self.wrong_state("attach to"))
+        } else {
+            self.attachers
+                .check(wants)
+                .err()
+                .map(|message| (ErrorKind::State, message))
+        };
+        if let Some((kind, message)) = refused {
+            tracing::info!(container = %self.config.id, error = %message, "attach refused");
+            answer(stream, &Response::error(kind, message));
+            return;
+        }
+        let Some(stream) = answer(stream, &Response::ok()) else {
+            return;
+        };
+        match self.attachers.add(stream, wants) {
+            Ok(()) => tracing::info!(container = %self.config.id, ?wants, "client attached"),
+            Err(err) => tracing::warn!(container = %self.config.id, error = %err, "attach failed"),
         }
     }
 
@@ -419,6 +490,9 @@ impl Monitor {
             Request::ReopenLog => self.reopen_log(),
             Request::State => return Response::with_state(self.state()),
             Request::Delete => self.delete(),
+            Request::Attach { .. } => {
+                return Response::error(ErrorKind::Invalid, "attach needs its own connection");
+            }
         };
         match result {
             Ok(()) => Response::ok(),
@@ -556,6 +630,7 @@ impl Monitor {
         tracing::info!(container = %self.config.id, exit_code = record.exit_code, oom_killed, "container exited");
         self.exit = Some(record);
         self.status = Status::Stopped;
+        self.attachers.close_all();
     }
 
     /// Reads the outputs until they all end or `deadline` passes.
@@ -611,6 +686,7 @@ impl Monitor {
                         let result = log.write(stream, &buf[..n]);
                         note_log_result(&mut self.log_failing, result);
                     }
+                    self.attachers.broadcast(stream, &buf[..n]);
                 }
                 Err(Errno::EAGAIN) => break,
                 Err(Errno::EINTR) => {}
@@ -627,6 +703,22 @@ impl Monitor {
                 let result = log.finish(stream);
                 note_log_result(&mut self.log_failing, result);
             }
+        }
+    }
+}
+
+/// Writes `response` on a client connection (blocking, briefly); returns the connection if
+/// that worked.
+fn answer(mut stream: UnixStream, response: &Response) -> Option<UnixStream> {
+    let sent = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(1))))
+        .and_then(|()| stream.write_all(&encode(response)));
+    match sent {
+        Ok(()) => Some(stream),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot answer a client");
+            None
         }
     }
 }

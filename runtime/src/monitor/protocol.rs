@@ -26,7 +26,8 @@ pub struct ReadyReport {
 }
 
 /// A request on the monitor socket: `{"op":"start"}`, `{"op":"signal","signal":15,"all":false}`,
-/// `{"op":"reopen_log"}`, `{"op":"state"}`, `{"op":"delete"}`.
+/// `{"op":"reopen_log"}`, `{"op":"state"}`, `{"op":"delete"}`,
+/// `{"op":"attach","stdin":true,"stdout":true,"stderr":false}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -46,6 +47,19 @@ pub enum Request {
     State,
     /// Delete the stopped (or never started) container, remove its cgroups, then exit.
     Delete,
+    /// Attach to the container's stdio: once answered, the connection carries the attach
+    /// stream ([`super::attach`]).
+    Attach {
+        /// Send the container's stdin (if it has one and no other attacher does).
+        #[serde(default)]
+        stdin: bool,
+        /// Receive its stdout (a terminal's output).
+        #[serde(default)]
+        stdout: bool,
+        /// Receive its stderr.
+        #[serde(default)]
+        stderr: bool,
+    },
 }
 
 impl Request {
@@ -57,6 +71,7 @@ impl Request {
             Request::ReopenLog => "reopen_log",
             Request::State => "state",
             Request::Delete => "delete",
+            Request::Attach { .. } => "attach",
         }
     }
 }
@@ -188,6 +203,14 @@ mod tests {
             (Request::ReopenLog, r#"{"op":"reopen_log"}"#),
             (Request::State, r#"{"op":"state"}"#),
             (Request::Delete, r#"{"op":"delete"}"#),
+            (
+                Request::Attach {
+                    stdin: true,
+                    stdout: true,
+                    stderr: false,
+                },
+                r#"{"op":"attach","stdin":true,"stdout":true,"stderr":false}"#,
+            ),
         ];
         for (request, json) in cases {
             let line = encode(&request);
