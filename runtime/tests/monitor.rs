@@ -66,6 +66,24 @@ fn test_monitor_runs_container_logs_and_exit_code() {
 }
 
 #[test]
+fn test_monitor_ends_the_rest_of_a_container_sharing_a_pid_namespace() {
+    require_root();
+    // The host's PID namespace: the init's exit leaves its background child alive, holding
+    // the output pipe, unless the monitor ends it.
+    let bundle = Bundle::new(&["sh", "-c", "sleep 1000 & echo started; exit 2"], false);
+    let started = bundle.spawn().unwrap();
+    monitor::start(bundle.socket()).unwrap();
+    let record = bundle.wait_exit_record();
+    assert_eq!(record.exit_code, 2);
+    let procs = bundle.cgroup_dirs()[0].join("ctr/cgroup.procs");
+    let left = std::fs::read_to_string(&procs).unwrap_or_default();
+    assert_eq!(left.trim(), "", "processes left in {procs:?}");
+    assert_eq!(bundle.log_records(), ["stdout F started"]);
+    monitor::delete(bundle.socket()).unwrap();
+    bundle.assert_nothing_left(Some(started));
+}
+
+#[test]
 fn test_monitor_signal_sigterm_records_signal() {
     require_root();
     // No pid namespace: as pid 1 of its own namespace, sleep would ignore SIGTERM.

@@ -42,9 +42,26 @@ pub(crate) struct Created {
     /// The OOM-kill counter of the memory cgroup and its value at creation.
     pub oom_file: Option<PathBuf>,
     pub oom_baseline: u64,
+    /// The init is not the only init of its PID namespace (the pod's or the host's): its
+    /// exit does not end the other processes of the container.
+    pub shares_pid_namespace: bool,
 }
 
 const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+/// Whether the spec joins an existing PID namespace (a path) or has none (the host's).
+fn shares_pid_namespace(spec: &Spec) -> bool {
+    let pid = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().as_ref())
+        .and_then(|namespaces| {
+            namespaces
+                .iter()
+                .find(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Pid)
+        });
+    pid.is_none_or(|ns| ns.path().is_some())
+}
 
 /// The console socket's path: next to the monitor socket, `.tty` instead of `.sock`.
 pub(crate) fn console_socket_path(config: &MonitorConfig) -> PathBuf {
@@ -69,6 +86,7 @@ pub(crate) fn create(config: &MonitorConfig) -> Result<Created, Error> {
             config.tty
         )));
     }
+    let shares_pid_namespace = shares_pid_namespace(&spec);
     // libcontainer's default when the spec names none.
     let cgroups_path = spec
         .linux()
@@ -103,6 +121,7 @@ pub(crate) fn create(config: &MonitorConfig) -> Result<Created, Error> {
     }
     match built {
         Ok(mut created) => {
+            created.shares_pid_namespace = shares_pid_namespace;
             rollback.cgroups.after_create();
             created.cgroups = std::mem::take(&mut rollback.cgroups);
             if let Some(relative) = relative {
@@ -262,6 +281,7 @@ fn build(config: &MonitorConfig, rollback: &mut Rollback) -> Result<Created, Err
             cgroups: CreatedDirs::default(),
             oom_file: None,
             oom_baseline: 0,
+            shares_pid_namespace: false,
         }),
         Err(err) => {
             // The container exists: remove it (kills the init) before the rollback.

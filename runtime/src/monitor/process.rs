@@ -160,6 +160,7 @@ fn start(config_path: &Path) -> Result<Monitor, Error> {
         cgroups,
         oom_file,
         oom_baseline,
+        shares_pid_namespace,
     } = created;
     tracing::info!(container = %config.id, pid, "container created");
     let attachers = attachers_for(&config, stdin, console.as_ref())?;
@@ -181,6 +182,7 @@ fn start(config_path: &Path) -> Result<Monitor, Error> {
         cgroups,
         oom_file,
         oom_baseline,
+        shares_pid_namespace,
         done: false,
         config,
     };
@@ -299,6 +301,8 @@ struct Monitor {
     cgroups: CreatedDirs,
     oom_file: Option<std::path::PathBuf>,
     oom_baseline: u64,
+    /// Kill what is left of the container when its init exits (see [`Monitor::init_exited`]).
+    shares_pid_namespace: bool,
     done: bool,
 }
 
@@ -613,10 +617,23 @@ impl Monitor {
         }
     }
 
-    /// The init exited: drain its output for a while, write the exit record, stop.
+    /// The init exited: end what is left of the container, drain its output for a while,
+    /// write the exit record, stop.
+    ///
+    /// In its own PID namespace the init's exit killed every other process of the
+    /// container. Sharing the pod's (or the host's) namespace, they would live on (execs,
+    /// daemons the init started) holding the container's outputs, its attachers and exec
+    /// sessions: they are killed through the cgroup, as containerd's shim does.
     fn init_exited(&mut self, code: i32, signal: Option<i32>) {
         let finished_at = unix_nanos_now();
         self.pidfd = None;
+        if self.shares_pid_namespace {
+            if let Ok(kill) = Signal::try_from(libc::SIGKILL) {
+                if let Err(err) = self.container.kill(kill, true) {
+                    tracing::warn!(container = %self.config.id, error = %error_chain(&err), "cannot kill the container's other processes");
+                }
+            }
+        }
         self.drain(Instant::now() + DRAIN_TIMEOUT);
         let oom_killed = self
             .oom_file
