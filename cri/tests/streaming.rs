@@ -416,3 +416,49 @@ async fn test_port_forward_carries_100_mb_intact_from_a_pod() {
     session.close();
     pod.tear_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_exec_over_tls_with_a_self_signed_certificate() {
+    let agent = TestAgent::start_with("[streaming]\ntls = true", &[])
+        .await
+        .unwrap();
+    let pod = pod(agent, "tls-pod").await;
+    let id = pod.run(pod.config("shell", &["sleep", "1000"])).await;
+    let mut client = pod.agent.client().await.unwrap();
+    let options = StreamOptions {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    let url = client
+        .runtime
+        .exec(exec_request(
+            &id,
+            &["sh", "-c", "echo secure; exit 4"],
+            false,
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // Plain HTTP to the TLS port gets no upgrade.
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(
+        RemoteCommandSession::connect(&plain, options)
+            .await
+            .is_err()
+    );
+    // That consumed nothing: the token is only read after the TLS handshake.
+    let output = RemoteCommandSession::connect(&url, options)
+        .await
+        .unwrap()
+        .finish()
+        .await
+        .unwrap();
+    assert_eq!(output.stdout, b"secure\n");
+    assert_eq!(output.completion.exit_code(), Some(4));
+    pod.tear_down().await;
+}

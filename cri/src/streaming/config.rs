@@ -27,6 +27,14 @@ pub struct Config {
     /// Unused URLs held at once; further Exec, Attach and PortForward calls fail with
     /// "too many in-flight streaming requests" until some are used or expire (kubelet: 1000).
     pub max_in_flight_requests: usize,
+    /// Serve HTTPS (URLs start with `https://`). Without a certificate file, a self-signed
+    /// certificate is generated at each start (containerd's `enable_tls_streaming`); clients
+    /// then skip verification, as crictl does by default.
+    pub tls: bool,
+    /// A PEM certificate chain to serve with `tls` (with `tls_key_file`).
+    pub tls_cert_file: String,
+    /// The PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
 }
 
 impl Default for Config {
@@ -37,6 +45,9 @@ impl Default for Config {
             stream_idle_timeout_seconds: 4 * 60 * 60,
             token_ttl_seconds: 60,
             max_in_flight_requests: 1000,
+            tls: false,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -54,6 +65,12 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.max_in_flight_requests) {
             return invalid("streaming max_in_flight_requests must be 1-100000");
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return invalid("streaming tls_cert_file and tls_key_file go together");
+        }
+        if !self.tls && !self.tls_cert_file.is_empty() {
+            return invalid("streaming tls_cert_file is set but tls is false");
         }
         Ok(())
     }
@@ -131,6 +148,16 @@ mod tests {
             },
             Config {
                 max_in_flight_requests: 0,
+                ..Config::default()
+            },
+            Config {
+                tls: true,
+                tls_cert_file: "/etc/corral/streaming.crt".into(),
+                ..Config::default()
+            },
+            Config {
+                tls_cert_file: "/etc/corral/streaming.crt".into(),
+                tls_key_file: "/etc/corral/streaming.key".into(),
                 ..Config::default()
             },
         ];

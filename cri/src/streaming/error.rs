@@ -42,4 +42,7 @@ pub enum Error {
     /// The bound socket's address could not be read.
     #[error("read the streaming server's local address")]
     LocalAddress(#[source] io::Error),
+    /// The TLS certificate could not be read, made or used.
+    #[error("streaming TLS: {0}")]
+    Tls(String),
 }

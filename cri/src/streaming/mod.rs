@@ -30,6 +30,7 @@ mod port_forward;
 mod remote_command;
 mod server;
 mod session;
+mod tls;
 mod tokens;
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use hyper::body::Incoming as HyperBody;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -61,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Connection tasks alive (sessions included).
     active: AtomicUsize,
+    /// With `[streaming] tls`: the TLS handshake every connection starts with.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl StreamingServer {
@@ -76,15 +79,18 @@ impl StreamingServer {
             .await
             .map_err(|source| Error::Bind { address, source })?;
         let local_address = listener.local_addr().map_err(Error::LocalAddress)?;
-        let base_url = format!("http://{local_address}");
+        let tls = super::tls::acceptor(&config, local_address)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{local_address}");
         let inner = Arc::new(Inner {
+            tls,
             tokens: TokenCache::new(config.token_ttl(), config.max_in_flight_requests),
             config,
             backend,
             shutdown: watch::Sender::new(false),
             active: AtomicUsize::new(0),
         });
-        tracing::info!(address = %local_address, "streaming server listening");
+        tracing::info!(url = %base_url, "streaming server listening");
         let accept_task = tokio::spawn(accept_loop(listener, inner.clone()));
         Ok(StreamingServer {
             inner,
@@ -94,7 +100,7 @@ impl StreamingServer {
         })
     }
 
-    /// `http://<ip>:<port>`, without a trailing slash.
+    /// `http://<ip>:<port>` (`https://` with TLS), without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -203,7 +209,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             _ = super::shutdown_requested(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    connections.spawn(serve_connection(inner.clone(), tcp, peer));
+                    connections.spawn(serve_tcp(inner.clone(), tcp, peer));
                 }
                 Err(error) => {
                     // Out of file descriptors, typically: wait instead of spinning.
@@ -255,11 +261,26 @@ impl Drop for Active {
 /// The session a request asked for, with the connection's pending upgrade.
 type Upgrade = (hyper::upgrade::OnUpgrade, Plan);
 
-async fn serve_connection(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr) {
+/// Serves an accepted connection, after the TLS handshake with `[streaming] tls`.
+async fn serve_tcp(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr) {
     let _active = Active::new(&inner);
     if let Err(error) = tcp.set_nodelay(true) {
         tracing::debug!(%error, %peer, "set TCP_NODELAY on a streaming connection");
     }
+    let Some(acceptor) = inner.tls.clone() else {
+        return serve_connection(inner, tcp, peer).await;
+    };
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => serve_connection(inner, tls, peer).await,
+        Ok(Err(error)) => tracing::debug!(%error, %peer, "streaming TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
+    }
+}
+
+async fn serve_connection<S>(inner: Arc<Inner>, io: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let upgrade: Arc<Mutex<Option<Upgrade>>> = Arc::default();
     let service = {
         let inner = inner.clone();
@@ -284,7 +305,7 @@ async fn serve_connection(inner: Arc<Inner>, tcp: TcpStream, peer: SocketAddr) {
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
     let served = tokio::select! {

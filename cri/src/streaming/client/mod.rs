@@ -6,8 +6,10 @@
 //!   stdout and stderr, send resizes, read the status into an exit code);
 //! - [`PortForwardSession`]: forwarded connections to ports of the pod.
 //!
-//! Used by node tests and benchmarks; plain `http://` only.
+//! Used by node tests and benchmarks; `http://` and `https://` (without certificate checks,
+//! as crictl by default).
 
+mod connect;
 mod port_forward;
 mod remote_command;
 
@@ -16,9 +18,8 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, UPGRADE};
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::protocol::{HEADER_ACCEPTED_PROTOCOL_VERSIONS, HEADER_PROTOCOL_VERSION, UPGRADE_SPDY};
 use super::spdy::{self, Incoming, Session, SessionHandle};
@@ -83,39 +84,22 @@ pub struct Upgraded {
     pub protocol: String,
 }
 
-/// Connects to `url` (`http://host:port/path`) and upgrades to SPDY offering `protocols` (in
+/// Connects to `url` (`http(s)://host:port/path`) and upgrades to SPDY offering `protocols` (in
 /// order of preference).
 pub async fn upgrade(url: &str, protocols: &[&str]) -> Result<Upgraded, ClientError> {
     let invalid = |reason| ClientError::InvalidUrl {
         url: url.to_string(),
         reason,
     };
-    let uri: Uri = url.parse().map_err(|_| invalid("not a uri"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(invalid("only http:// is supported"));
-    }
-    let authority = uri.authority().ok_or_else(|| invalid("no host"))?.clone();
-    let address = match authority.port_u16() {
-        Some(_) => authority.to_string(),
-        None => format!("{authority}:80"),
-    };
-    let path = uri
-        .path_and_query()
-        .map(|path| path.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
-    let tcp = TcpStream::connect(&address)
-        .await
-        .map_err(|source| ClientError::Connect {
-            address: address.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
+    let target = connect::target(url)?;
+    let io = connect::connect(&target).await?;
+    let (authority, path) = (target.authority, target.path);
     let http_error = |source| ClientError::Http {
         url: url.to_string(),
         source,
     };
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(tcp))
+        hyper::client::conn::http1::handshake::<_, String>(TokioIo::new(io))
             .await
             .map_err(http_error)?;
     // Drives the connection until it is upgraded (or closed); ends by itself.
@@ -127,7 +111,7 @@ pub async fn upgrade(url: &str, protocols: &[&str]) -> Result<Upgraded, ClientEr
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(path)
-        .header(HOST, authority.as_str())
+        .header(HOST, authority)
         .header(CONNECTION, "Upgrade")
         .header(UPGRADE, UPGRADE_SPDY);
     for protocol in protocols {
