@@ -128,6 +128,40 @@ async fn test_exec_output_exit_codes_tty_and_single_use_urls() {
     assert!(text.contains("30 90\n"), "{text:?}");
     assert_eq!(output.completion.exit_code(), Some(5));
 
+    // Sessions leave no descriptors behind in the agent (pipes to the helpers, sockets).
+    let agent_pid = pod.agent.pid().unwrap();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{agent_pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    for _ in 0..10 {
+        let url = client
+            .runtime
+            .exec(exec_request(&id, &["true"], false, false))
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let output = RemoteCommandSession::connect(&url, options)
+            .await
+            .unwrap()
+            .finish()
+            .await
+            .unwrap();
+        assert_eq!(output.completion.exit_code(), Some(0));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fds() > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent descriptors: {before} before 10 execs, {} after",
+            fds()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Exec into a container that is not running is refused by the RPC.
     let done = pod.run(pod.config("done", &["true"])).await;
     pod.wait_exited(&done).await;
