@@ -422,13 +422,17 @@ impl ContainerManager {
         }
         let signal = parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
         if record.phase == ContainerPhase::Running {
-            self.signal(&record, signal, false).await;
+            if !self.signal(&record, signal, false).await {
+                return self.stop_without_monitor(&record).await;
+            }
             if self.wait_exit(&record, timeout).await? {
                 return Ok(());
             }
             tracing::info!(container = %record.id, "stop timed out, killing");
         }
-        self.signal(&record, libc::SIGKILL, true).await;
+        if !self.signal(&record, libc::SIGKILL, true).await {
+            return self.stop_without_monitor(&record).await;
+        }
         if !self.wait_exit(&record, Duration::from_secs(10)).await?
             && record.phase == ContainerPhase::Running
         {
@@ -581,13 +585,55 @@ impl ContainerManager {
         Ok(true)
     }
 
-    async fn signal(&self, record: &ContainerRecord, signal: i32, all: bool) {
+    /// Signals the container through its monitor; false when there is no monitor to ask.
+    async fn signal(&self, record: &ContainerRecord, signal: i32, all: bool) -> bool {
         let socket = record.socket();
         let result =
             tokio::task::spawn_blocking(move || monitor::signal(&socket, signal, all)).await;
-        if let Ok(Err(error)) = result {
-            tracing::debug!(container = %record.id, %error, "signal not delivered");
+        match result {
+            Ok(Err(corral_runtime::Error::MonitorUnavailable { .. })) => false,
+            Ok(Err(error)) => {
+                tracing::debug!(container = %record.id, %error, "signal not delivered");
+                true
+            }
+            _ => true,
         }
+    }
+
+    /// Stops a container whose monitor is gone (killed, or out of memory): kills its
+    /// processes through its cgroup and writes the exit record in the monitor's place, with
+    /// exit code 137 when processes were killed, or 255 (unknown, as containerd reports the
+    /// tasks of a dead shim) when none was left and how the init ended is lost.
+    async fn stop_without_monitor(&self, record: &ContainerRecord) -> Result<(), Error> {
+        tracing::warn!(container = %record.id, "no monitor answers: stopping through the cgroup");
+        let bundle = record.bundle.clone();
+        let exit_file = record.exit_file.clone();
+        let started_at = record.started_at;
+        tokio::task::spawn_blocking(move || {
+            let killed = monitor::cgroups::kill_bundle_processes(&bundle)?;
+            if exit_file.exists() {
+                // The monitor recorded the exit before it went.
+                return Ok(());
+            }
+            let (code, signal) = if killed > 0 {
+                (128 + libc::SIGKILL, Some(libc::SIGKILL))
+            } else {
+                (255, None)
+            };
+            let exit = monitor::ExitRecord::new(
+                code,
+                signal,
+                started_at,
+                monitor::unix_nanos_now(),
+                false,
+            );
+            monitor::write_exit_record(&exit_file, &exit)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("container task failed: {e}")))?
+        .map_err(Error::Runtime)?;
+        self.collect_exit(&record.id).await?;
+        Ok(())
     }
 
     async fn wait_exit(&self, record: &ContainerRecord, timeout: Duration) -> Result<bool, Error> {

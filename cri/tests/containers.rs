@@ -360,7 +360,7 @@ async fn test_remove_frees_the_name_at_once_and_cleanup_finishes_before_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_remove_after_the_monitor_died_kills_the_container_and_its_cgroup() {
+async fn test_stop_and_remove_after_the_monitor_died_kill_the_container_and_its_cgroup() {
     let pod = pod(TestAgent::start().await.unwrap(), "ctr-pod").await;
     let id = pod.run(pod.config("orphaned", &["sleep", "1000"])).await;
     let info = pod.info(&id).await;
@@ -394,7 +394,13 @@ async fn test_remove_after_the_monitor_died_kills_the_container_and_its_cgroup()
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    // A zombie is dead: the host's init reaps orphans when it gets to them.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(monitors[0]) {
         assert!(Instant::now() < deadline, "the monitor did not die");
@@ -402,8 +408,31 @@ async fn test_remove_after_the_monitor_died_kills_the_container_and_its_cgroup()
     }
     assert!(alive(init), "the container outlives its monitor");
 
-    // Removal still kills the container and removes its cgroup.
+    // Stopping kills it through its cgroup and records the kill in the monitor's place.
     let mut client = pod.agent.client().await.unwrap();
+    client
+        .runtime
+        .stop_container(k8s_cri::v1::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 30,
+        })
+        .await
+        .unwrap();
+    let status = pod.status(&id).await;
+    assert_eq!(
+        (status.state, status.exit_code),
+        (k8s_cri::v1::ContainerState::ContainerExited as i32, 137)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(init) {
+        assert!(
+            Instant::now() < deadline,
+            "the container's init survived the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Removal still removes its cgroup.
     client
         .runtime
         .remove_container(RemoveContainerRequest {

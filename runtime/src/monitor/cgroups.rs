@@ -170,34 +170,10 @@ impl CreatedDirs {
 /// container whose monitor is gone (killed, or out of memory). Parents are left: the pod
 /// owns them. Waits up to two seconds for the killed processes to leave.
 pub fn kill_and_remove(mounts: &[CgroupMount], relative: &Path) -> Result<(), Error> {
-    let dirs: Vec<PathBuf> = mounts
-        .iter()
-        .map(|mount| mount.path.join(relative))
-        .filter(|dir| dir.is_dir())
-        .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let dirs = existing_dirs(mounts, relative);
+    kill_all_in(&dirs);
     let mut first_error = None;
     for dir in &dirs {
-        loop {
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            let pids: Vec<i32> = procs
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            if std::time::Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
         match std::fs::remove_dir(dir) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -210,23 +186,88 @@ pub fn kill_and_remove(mounts: &[CgroupMount], relative: &Path) -> Result<(), Er
     first_error.map_or(Ok(()), Err)
 }
 
+fn existing_dirs(mounts: &[CgroupMount], relative: &Path) -> Vec<PathBuf> {
+    mounts
+        .iter()
+        .map(|mount| mount.path.join(relative))
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
+/// SIGKILLs the processes of the cgroup directories until they are empty (at most two
+/// seconds); returns how many processes it signalled.
+fn kill_all_in(dirs: &[PathBuf]) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut killed = std::collections::HashSet::new();
+    for dir in dirs {
+        loop {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            // A killed process stays listed until its parent (the host's init, for an
+            // orphan) reaps it: a zombie counts as gone.
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .filter(|&pid| !is_zombie(pid))
+                .collect();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let signalled = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                if signalled.is_ok() {
+                    killed.insert(pid);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    killed.len()
+}
+
+/// Whether `pid` has exited and waits to be reaped (or is gone already).
+fn is_zombie(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// The container's cgroup below the hierarchies, from its OCI bundle's spec
+/// (`cgroupsPath`); `None` for a bundle without a spec or a cgroup.
+fn bundle_cgroup(bundle: &Path) -> Option<PathBuf> {
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
+    spec.linux()
+        .as_ref()
+        .and_then(|linux| linux.cgroups_path().as_deref())
+        .and_then(relative_cgroup_path)
+}
+
 /// [`kill_and_remove`] for the container of the OCI bundle at `bundle` (its spec's
 /// `cgroupsPath`, in every hierarchy mounted on the host). A bundle without a spec has
 /// nothing to remove.
 pub fn remove_bundle_cgroup(bundle: &Path) -> Result<(), Error> {
-    let spec_path = bundle.join("config.json");
-    let Ok(spec) = oci_spec::runtime::Spec::load(&spec_path) else {
-        return Ok(());
-    };
-    let Some(relative) = spec
-        .linux()
-        .as_ref()
-        .and_then(|linux| linux.cgroups_path().as_deref())
-        .and_then(relative_cgroup_path)
-    else {
+    let Some(relative) = bundle_cgroup(bundle) else {
         return Ok(());
     };
     kill_and_remove(&host_mounts()?, &relative)
+}
+
+/// Kills every process of the container of the OCI bundle at `bundle` through its cgroup
+/// (for a container whose monitor is gone) and returns how many there were. The cgroup
+/// stays.
+pub fn kill_bundle_processes(bundle: &Path) -> Result<usize, Error> {
+    let Some(relative) = bundle_cgroup(bundle) else {
+        return Ok(0);
+    };
+    Ok(kill_all_in(&existing_dirs(&host_mounts()?, &relative)))
 }
 
 /// The file holding the OOM-kill counter of the container's memory cgroup: v1
