@@ -1,4 +1,5 @@
-//! `RemoveContainer`: kill if running, delete, unmount, remove files; idempotent.
+//! `RemoveContainer`: kill if running, delete, unmount, remove files, end its exec and
+//! attach sessions; idempotent.
 
 use k8s_cri::v1::{RemoveContainerRequest, RemoveContainerResponse};
 use tonic::Status;
@@ -21,6 +22,7 @@ impl CriService {
             .await?;
         if let Some(id) = id {
             self.agent.stats.forget_container(&id);
+            self.close_streaming_sessions(&id);
         }
         Ok(RemoveContainerResponse {})
     }

@@ -26,8 +26,10 @@ impl CriService {
                 .await?;
             for id in containers {
                 self.agent.stats.forget_container(&id);
+                self.close_streaming_sessions(&id);
             }
             self.agent.stats.forget_sandbox(&sandbox.id);
+            self.close_streaming_sessions(&sandbox.id);
         }
         self.agent.sandboxes.remove(&request.pod_sandbox_id).await?;
         Ok(RemovePodSandboxResponse {})

@@ -24,6 +24,14 @@ impl CriService {
     pub fn new(agent: Arc<Agent>) -> CriService {
         CriService { agent }
     }
+
+    /// Ends the exec, attach or port-forward sessions of a container or pod sandbox that
+    /// goes away.
+    pub(crate) fn close_streaming_sessions(&self, id: &str) {
+        if let Some(server) = self.agent.streaming.get() {
+            server.close_sessions(id);
+        }
+    }
 }
 
 pub(crate) type EventStream =

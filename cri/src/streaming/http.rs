@@ -38,6 +38,15 @@ pub(crate) enum Plan {
 }
 
 impl Plan {
+    /// The container (exec, attach) or pod sandbox (port-forward) the session serves.
+    pub(crate) fn target_id(&self) -> &str {
+        match self {
+            Plan::Exec(target, _) => &target.container_id,
+            Plan::Attach(target, _) => &target.container_id,
+            Plan::PortForward(target) => &target.sandbox_id,
+        }
+    }
+
     /// The endpoint, for logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {

@@ -193,6 +193,38 @@ async fn test_shutdown_ends_sessions_and_stops_listening() {
 }
 
 #[tokio::test]
+async fn test_closing_a_target_ends_its_sessions_only() {
+    let (server, backend) = start(|_| {}).await;
+    let mut other = exec_target(&["sleep"], false, false);
+    other.container_id = "c2".into();
+    let kept = RemoteCommandSession::connect(&server.exec_url(other).unwrap(), OUT)
+        .await
+        .unwrap();
+    let mut closed = Vec::new();
+    for _ in 0..2 {
+        let url = server
+            .exec_url(exec_target(&["sleep"], false, false))
+            .unwrap();
+        closed.push(RemoteCommandSession::connect(&url, OUT).await.unwrap());
+    }
+    eventually("the commands run", || backend.live() == 3).await;
+    server.close_sessions("c1");
+    for session in closed {
+        tokio::time::timeout(WAIT, session.finish())
+            .await
+            .expect("the client sees the session end")
+            .unwrap();
+    }
+    eventually("their commands are dropped", || backend.live() == 1).await;
+    assert_eq!(server.active_connections(), 1);
+    // Unknown targets are nothing to close.
+    server.close_sessions("c3");
+    assert_eq!(backend.live(), 1);
+    drop(kept);
+    eventually("the last session ends", || server.active_connections() == 0).await;
+}
+
+#[tokio::test]
 async fn test_many_sessions_leave_nothing_behind() {
     let (server, backend) = start(|_| {}).await;
     let server = std::sync::Arc::new(server);

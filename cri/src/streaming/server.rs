@@ -10,9 +10,10 @@
 //! `Connection: Upgrade, close`, and client-go (crictl, kubelet) then gives up on the
 //! connection without a word. Checked against crictl 1.32.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub(crate) struct Inner {
     active: AtomicUsize,
     /// With `[streaming] tls`: the TLS handshake every connection starts with.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The running sessions by the container or pod sandbox they serve.
+    sessions: SessionRegistry,
 }
 
 impl StreamingServer {
@@ -89,6 +92,7 @@ impl StreamingServer {
             backend,
             shutdown: watch::Sender::new(false),
             active: AtomicUsize::new(0),
+            sessions: SessionRegistry::default(),
         });
         tracing::info!(url = %base_url, "streaming server listening");
         let accept_task = tokio::spawn(accept_loop(listener, inner.clone()));
@@ -155,11 +159,24 @@ impl StreamingServer {
         self.inner.tokens.len()
     }
 
+    /// Ends the sessions serving the container or pod sandbox `id` (exec, attach or
+    /// port-forward), as at shutdown: when it is removed, or a pod sandbox stopped.
+    pub fn close_sessions(&self, id: &str) {
+        let closed = self.inner.sessions.close(id);
+        if closed > 0 {
+            tracing::info!(
+                target_id = id,
+                sessions = closed,
+                "streaming sessions closed"
+            );
+        }
+    }
+
     /// Stops accepting, ends every session (GOAWAY to its client; backend calls are dropped)
     /// and waits for the connection tasks, aborting those still running after a few seconds.
     /// Calling it again does nothing.
     pub async fn shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
+        self.inner.begin_shutdown();
         let task = super::lock(&self.accept_task).take();
         if let Some(task) = task
             && let Err(error) = task.await
@@ -177,7 +194,82 @@ impl StreamingServer {
 
 impl Drop for StreamingServer {
     fn drop(&mut self) {
-        self.inner.shutdown.send_replace(true);
+        self.inner.begin_shutdown();
+    }
+}
+
+impl Inner {
+    /// Flips the shutdown flag, which ends the accept loop and every session.
+    fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.sessions.close_all();
+    }
+}
+
+/// The running sessions' close signals by target (container or pod sandbox id).
+#[derive(Default)]
+struct SessionRegistry {
+    next: AtomicU64,
+    by_target: Mutex<HashMap<String, HashMap<u64, watch::Sender<bool>>>>,
+    /// Set by [`SessionRegistry::close_all`]: sessions registered later start closed.
+    closed_all: std::sync::atomic::AtomicBool,
+}
+
+impl SessionRegistry {
+    /// Registers a session for `target`; the receiver flips to true when it must end.
+    fn register(&self, target: &str) -> (u64, watch::Receiver<bool>) {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut by_target = super::lock(&self.by_target);
+        let (closer, closed) = watch::channel(self.closed_all.load(Ordering::SeqCst));
+        by_target
+            .entry(target.to_string())
+            .or_default()
+            .insert(key, closer);
+        (key, closed)
+    }
+
+    fn unregister(&self, target: &str, key: u64) {
+        let mut by_target = super::lock(&self.by_target);
+        if let Some(sessions) = by_target.get_mut(target) {
+            sessions.remove(&key);
+            if sessions.is_empty() {
+                by_target.remove(target);
+            }
+        }
+    }
+
+    /// Signals the sessions of `target`; returns how many.
+    fn close(&self, target: &str) -> usize {
+        let sessions = super::lock(&self.by_target).remove(target);
+        let sessions = sessions.unwrap_or_default();
+        for closer in sessions.values() {
+            closer.send_replace(true);
+        }
+        sessions.len()
+    }
+
+    fn close_all(&self) {
+        let mut by_target = super::lock(&self.by_target);
+        self.closed_all.store(true, Ordering::SeqCst);
+        for closer in by_target
+            .drain()
+            .flat_map(|(_, sessions)| sessions.into_values())
+        {
+            closer.send_replace(true);
+        }
+    }
+}
+
+/// Unregisters a session however its task ends.
+struct Registered<'a> {
+    registry: &'a SessionRegistry,
+    target: String,
+    key: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.unregister(&self.target, self.key);
     }
 }
 
@@ -329,11 +421,18 @@ where
             return;
         }
     };
+    let target = plan.target_id().to_string();
+    let (key, closed) = inner.sessions.register(&target);
+    let _registered = Registered {
+        registry: &inner.sessions,
+        target,
+        key,
+    };
     let context = SessionContext {
         backend: inner.backend.clone(),
         creation_timeout: inner.config.stream_creation_timeout(),
         idle_timeout: inner.config.stream_idle_timeout(),
-        shutdown: inner.shutdown.subscribe(),
+        shutdown: closed,
         peer,
     };
     run_plan(context, TokioIo::new(upgraded), plan).await;
