@@ -84,13 +84,59 @@ impl SandboxManager {
             }
         }
         tracing::info!(sandboxes = records.list().len(), "sandboxes recovered");
-        Ok(SandboxManager {
+        let manager = SandboxManager {
             records,
             names,
             operations: corral_image_service::keyed_lock::KeyedLocks::default(),
             network,
             paths,
+        };
+        manager.sweep_unfinished().await;
+        Ok(manager)
+    }
+
+    /// Undoes the creations an agent killed inside RunPodSandbox left behind: a marker with
+    /// the sandbox's record but no record in the state. Its network is detached (a DEL with
+    /// the current config), its pod init killed, its namespaces unpinned, its files removed.
+    async fn sweep_unfinished(&self) {
+        let dir = self.paths.sandboxes_dir.clone();
+        let markers = tokio::task::spawn_blocking(move || read_markers(&dir))
+            .await
+            .unwrap_or_default();
+        for (marker, record) in markers {
+            if self.records.get(&record.id).is_none() {
+                tracing::warn!(sandbox = %record.id, pod = %record.name, "removing a pod sandbox whose creation was cut short");
+                if record.netns.is_some() {
+                    self.network.detach_uncached(&record).await;
+                }
+                tear_down_local(&record).await;
+            }
+            if let Err(error) = tokio::fs::remove_file(&marker).await {
+                tracing::warn!(marker = %marker.display(), %error, "could not remove a creation marker");
+            }
+        }
+    }
+
+    /// `<sandboxes_dir>/<id>.creating`: the record of a sandbox while it is being created.
+    fn creation_marker(&self, id: &str) -> PathBuf {
+        self.paths
+            .sandboxes_dir
+            .join(format!("{id}{CREATION_MARKER}"))
+    }
+
+    async fn write_creation_marker(&self, record: &SandboxRecord) -> Result<(), Error> {
+        let path = self.creation_marker(&record.id);
+        let text = serde_json::to_vec(record)
+            .map_err(|e| Error::Internal(format!("encode sandbox record: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, text)
         })
+        .await
+        .map_err(|e| Error::Internal(format!("sandbox task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("write sandbox creation marker: {e}")))
     }
 
     /// A sandbox by full ID or unique prefix.
@@ -146,17 +192,25 @@ impl SandboxManager {
             Reservation::Existing(id) => return Ok(id),
             Reservation::Reserved(guard) => guard,
         };
-        let id = self.create(config, &metadata).await?;
+        let record = self.new_record(&config, &metadata)?;
+        let id = record.id.clone();
+        self.write_creation_marker(&record).await?;
+        let created = self.create(record, config).await;
+        let marker = self.creation_marker(&id);
+        if let Err(error) = tokio::fs::remove_file(&marker).await {
+            tracing::warn!(sandbox = %id, %error, "could not remove the creation marker");
+        }
+        created?;
         guard.finish(&id);
         Ok(id)
     }
 
+    /// Sets up the sandbox of `record` and writes its record; undoes every step on failure.
     async fn create(
         &self,
+        mut record: SandboxRecord,
         config: PodSandboxConfig,
-        metadata: &k8s_cri::v1::PodSandboxMetadata,
-    ) -> Result<String, Error> {
-        let mut record = self.new_record(&config, metadata)?;
+    ) -> Result<(), Error> {
         let linux = config.linux.clone().unwrap_or_default();
         let sysctls = linux
             .sysctls
@@ -181,6 +235,13 @@ impl SandboxManager {
         })
         .await
         .map_err(|e| Error::Internal(format!("sandbox task failed: {e}")))??;
+        if record.pid_init.is_some() {
+            // The sweep after a crash must find the pod init to kill it.
+            if let Err(error) = self.write_creation_marker(&record).await {
+                tear_down_local(&record).await;
+                return Err(error);
+            }
+        }
 
         if record.netns.is_some() {
             match self.network.attach(&record).await {
@@ -216,7 +277,7 @@ impl SandboxManager {
         }
         tracing::info!(sandbox = %record.id, pod = %record.name, namespace = %record.namespace,
             ips = ?record.ips, "pod sandbox ready");
-        Ok(record.id)
+        Ok(())
     }
 
     fn new_record(
@@ -413,6 +474,34 @@ fn set_up_local(
     }
     rollback.disarm();
     Ok(init)
+}
+
+/// The suffix of a creation marker's file name.
+const CREATION_MARKER: &str = ".creating";
+
+/// The creation markers in `dir` and the records they hold (unreadable ones are removed).
+fn read_markers(dir: &Path) -> Vec<(PathBuf, SandboxRecord)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut markers = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.to_string_lossy().ends_with(CREATION_MARKER) {
+            continue;
+        }
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<SandboxRecord>(&text).ok())
+        {
+            Some(record) => markers.push((path, record)),
+            None => {
+                tracing::warn!(marker = %path.display(), "unreadable creation marker removed");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    markers
 }
 
 /// Undoes everything local to the sandbox: pins, shm, directory. Missing parts are fine.

@@ -510,6 +510,41 @@ async fn test_pods_survive_agent_kill9_and_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_restart_undoes_a_creation_cut_short() {
+    let mut agent = TestAgent::start().await.unwrap();
+    let network = TestNetwork::install(&agent, &[]).unwrap();
+    let id = run(&agent, pod_config("cut-short")).await.unwrap();
+    let init_pid = pod_init_pid(&agent, &id).await;
+    // An agent killed inside RunPodSandbox, after the setup and before the record: the
+    // record exists only as the creation marker.
+    agent.kill9().await.unwrap();
+    let state = agent
+        .root
+        .join("state/sandboxes")
+        .join(format!("{id}.json"));
+    let marker = agent
+        .run_dir
+        .join("sandboxes")
+        .join(format!("{id}.creating"));
+    std::fs::rename(&state, &marker).unwrap();
+    agent.spawn().await.unwrap();
+    assert!(list_ids(&agent, None).await.is_empty());
+    assert!(!marker.exists(), "marker left");
+    assert!(!sandbox_dir(&agent, &id).exists(), "sandbox dir left");
+    assert!(!netns_path(&agent, &id).exists(), "netns pin left");
+    let stat = std::fs::read_to_string(format!("/proc/{init_pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "pod init left: {stat}"
+    );
+    // The name is free again.
+    let again = run(&agent, pod_config("cut-short")).await.unwrap();
+    assert_ne!(again, id);
+    stop_and_remove(&agent, &again).await;
+    assert_nothing_left(&agent, Some(&network));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_pod_whose_namespaces_vanished_is_not_ready_and_removable() {
     let mut agent = TestAgent::start().await.unwrap();
     let network = TestNetwork::install(&agent, &[]).unwrap();
