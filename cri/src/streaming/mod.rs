@@ -31,6 +31,7 @@ mod remote_command;
 mod server;
 mod session;
 mod tokens;
+mod websocket;
 
 #[cfg(test)]
 mod lifecycle_tests;
@@ -40,6 +41,8 @@ mod port_forward_tests;
 mod remote_command_tests;
 #[cfg(test)]
 mod test_backend;
+#[cfg(test)]
+mod websocket_tests;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

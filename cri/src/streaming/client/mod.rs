@@ -1,21 +1,26 @@
 //! A client for streaming URLs, as crictl's (client-go's SPDY executor) behaves: connect over
 //! TCP, upgrade with `Connection: Upgrade`, `Upgrade: SPDY/3.1` and one
-//! `X-Stream-Protocol-Version` per protocol offered, then run the SPDY client session.
+//! `X-Stream-Protocol-Version` per protocol offered, then run the SPDY client session. Or,
+//! as crictl's `--transport websocket`, upgrade to WebSocket (`websocket.rs`).
 //!
 //! - [`RemoteCommandSession`]: exec and attach (open the channel streams, write stdin, read
 //!   stdout and stderr, send resizes, read the status into an exit code);
-//! - [`PortForwardSession`]: forwarded connections to ports of the pod.
+//! - [`WebSocketCommandSession`]: the same over WebSocket channels;
+//! - [`PortForwardSession`]: forwarded connections to ports of the pod, over SPDY or SPDY
+//!   tunnelled in WebSocket.
 //!
 //! Used by node tests and benchmarks; plain `http://` only.
 
 mod port_forward;
 mod remote_command;
+mod websocket;
 
 use std::io;
 use std::pin::Pin;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, UPGRADE};
+use http::uri::Authority;
 use http::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -25,6 +30,7 @@ use super::spdy::{self, Incoming, Session, SessionHandle};
 
 pub use port_forward::{ForwardedConnection, PortForwardSession};
 pub use remote_command::{Completion, Output, RemoteCommandSession, StreamOptions};
+pub use websocket::{WebSocket, WebSocketCommandSession, connect_websocket};
 
 /// The most bytes of a refusal's body kept for the error.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -74,6 +80,8 @@ pub enum ClientError {
     NoStream { streamtype: &'static str },
     #[error("error stream holds no valid status: {text:?}")]
     BadStatus { text: String },
+    #[error("websocket")]
+    WebSocket(#[source] tokio_tungstenite::tungstenite::Error),
 }
 
 /// A connection upgraded to SPDY, with the protocol the server chose.
@@ -90,26 +98,7 @@ pub async fn upgrade(url: &str, protocols: &[&str]) -> Result<Upgraded, ClientEr
         url: url.to_string(),
         reason,
     };
-    let uri: Uri = url.parse().map_err(|_| invalid("not a uri"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(invalid("only http:// is supported"));
-    }
-    let authority = uri.authority().ok_or_else(|| invalid("no host"))?.clone();
-    let address = match authority.port_u16() {
-        Some(_) => authority.to_string(),
-        None => format!("{authority}:80"),
-    };
-    let path = uri
-        .path_and_query()
-        .map(|path| path.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
-    let tcp = TcpStream::connect(&address)
-        .await
-        .map_err(|source| ClientError::Connect {
-            address: address.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
+    let (tcp, authority, path) = connect_tcp(url).await?;
     let http_error = |source| ClientError::Http {
         url: url.to_string(),
         source,
@@ -170,6 +159,36 @@ pub async fn upgrade(url: &str, protocols: &[&str]) -> Result<Upgraded, ClientEr
         incoming,
         protocol: chosen,
     })
+}
+
+/// Connects to the host of `url` (`http://host:port/path`); returns the connection, the
+/// authority and the path (with the query).
+async fn connect_tcp(url: &str) -> Result<(TcpStream, Authority, String), ClientError> {
+    let invalid = |reason| ClientError::InvalidUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let uri: Uri = url.parse().map_err(|_| invalid("not a uri"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(invalid("only http:// is supported"));
+    }
+    let authority = uri.authority().ok_or_else(|| invalid("no host"))?.clone();
+    let address = match authority.port_u16() {
+        Some(_) => authority.to_string(),
+        None => format!("{authority}:80"),
+    };
+    let path = uri
+        .path_and_query()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let tcp = TcpStream::connect(&address)
+        .await
+        .map_err(|source| ClientError::Connect {
+            address: address.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    Ok((tcp, authority, path))
 }
 
 /// The body of a refusal, as text (at most [`MAX_ERROR_BODY`] bytes).
