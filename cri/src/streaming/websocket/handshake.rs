@@ -297,11 +297,7 @@ mod tests {
             upgrade(exec(), &post).response.status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
-        let old = request(&[])
-            .header(SEC_WEBSOCKET_VERSION, "8")
-            .body(())
-            .unwrap();
-        let mut old = old;
+        let mut old = request(&[]).body(()).unwrap();
         old.headers_mut()
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
         let routed = upgrade(exec(), &old);

@@ -13,6 +13,11 @@
 //! hands over after the 101. Limits: messages of at most [`MAX_CHANNEL_MESSAGE`] (exec,
 //! attach) or [`MAX_TUNNEL_MESSAGE`] (a SPDY frame can be 16 MiB) are read; a connection that
 //! breaks the framing is closed (with a close frame saying why, when it can still be sent).
+//!
+//! Timeouts: the `[streaming]` idle timeout closes an exec or attach connection on which no
+//! frame moved either way (client pings count, as SPDY frames do for SPDY sessions); the
+//! creation timeout has nothing to wait for there (the channels exist from the upgrade on)
+//! and applies, with the idle timeout, to the SPDY session inside a port-forward tunnel.
 
 pub(crate) mod frame;
 pub(crate) mod handshake;
