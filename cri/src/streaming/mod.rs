@@ -15,7 +15,7 @@
 //! - `websocket`: the WebSocket side: handshake and `Sec-WebSocket-Protocol` negotiation,
 //!   exec and attach on the `channel.k8s.io` channels (v1, v4, v5, binary and base64), and
 //!   port-forward as SPDY tunnelled in binary messages (`SPDY/3.1+portforward.k8s.io`), which
-//!   runs the SPDY `port_forward` unchanged.
+//!   runs the SPDY `port_forward` unchanged, or in kubelet's channel pairs (`v4.channel.k8s.io`).
 //! - [`protocol`]: the wire vocabulary both sides share.
 //! - [`client`]: connects to a streaming URL the way crictl does, over either transport.
 //! - [`spdy`]: the SPDY/3.1 session layer.

@@ -437,3 +437,86 @@ async fn test_ws_port_forward_tunnel_carries_data_intact() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn test_ws_port_forward_channel_pairs() {
+    let (server, backend) = start(|_| {}).await;
+    let port = echo_server().await;
+    let url = server
+        .port_forward_url(PortForwardTarget {
+            sandbox_id: "sandbox-1".into(),
+            ports: vec![i32::from(port), 1],
+        })
+        .unwrap();
+    let (mut ws, chosen) = connect_websocket(&url, &["v4.channel.k8s.io"], 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(chosen, "v4.channel.k8s.io");
+    // Each port on its data and error channels, two little-endian bytes.
+    let [low, high] = port.to_le_bytes();
+    for expected in [
+        vec![0, low, high],
+        vec![1, low, high],
+        vec![2, 1, 0],
+        vec![3, 1, 0],
+    ] {
+        assert_eq!(next_message(&mut ws).await, Some(Message::binary(expected)));
+    }
+    let sent = pattern(200 * 1024);
+    for chunk in sent.chunks(30 * 1024) {
+        let mut message = vec![0];
+        message.extend_from_slice(chunk);
+        ws.send(Message::binary(message)).await.unwrap();
+    }
+    let (mut echoed, mut error) = (Vec::new(), String::new());
+    while echoed.len() < sent.len() || error.is_empty() {
+        let Some(Message::Binary(data)) = next_message(&mut ws).await else {
+            panic!("connection ended early");
+        };
+        match data[0] {
+            0 => echoed.extend_from_slice(&data[1..]),
+            3 => error.push_str(&String::from_utf8_lossy(&data[1..])),
+            other => panic!("unexpected channel {other}"),
+        }
+    }
+    assert!(echoed == sent, "the echoed bytes differ");
+    assert!(
+        error.starts_with("error forwarding port 1 to pod sandbox-1, uid : connect to port 1"),
+        "{error}"
+    );
+    drop(ws);
+    eventually("session over", || {
+        server.active_connections() == 0 && backend.live() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn test_ws_port_forward_channel_pairs_base64_without_ports_ends_at_once() {
+    let (server, _backend) = start(|_| {}).await;
+    let url = server
+        .port_forward_url(PortForwardTarget {
+            sandbox_id: "sandbox-1".into(),
+            ports: vec![],
+        })
+        .unwrap();
+    let (mut ws, _) = connect_websocket(&url, &["v4.base64.channel.k8s.io"], 1 << 20)
+        .await
+        .unwrap();
+    match next_message(&mut ws).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("want a normal close, got {other:?}"),
+    }
+    let url = server
+        .port_forward_url(PortForwardTarget {
+            sandbox_id: "sandbox-1".into(),
+            ports: vec![8080],
+        })
+        .unwrap();
+    let (mut ws, _) = connect_websocket(&url, &["v4.base64.channel.k8s.io"], 1 << 20)
+        .await
+        .unwrap();
+    // 8080 = 0x1f90: bytes 90 1f, "kB8=" in base64.
+    assert_eq!(next_message(&mut ws).await, Some(Message::text("0kB8=")));
+    assert_eq!(next_message(&mut ws).await, Some(Message::text("1kB8=")));
+}

@@ -6,7 +6,8 @@
 //!   the unnamed binary v1 protocol, as kubelet's `""` entry does;
 //! - exec and attach accept the `channel.k8s.io` family ([`ChannelProtocol::NAMED`]);
 //!   port-forward accepts `SPDY/3.1+portforward.k8s.io` (SPDY tunnelled in binary messages,
-//!   what crictl 1.32's `--transport websocket` dials);
+//!   what crictl 1.32's `--transport websocket` dials), and kubelet's channel pairs on
+//!   `v4.channel.k8s.io`, `v4.base64.channel.k8s.io` or no subprotocol;
 //! - no common subprotocol answers `403` (as `golang.org/x/net/websocket` does when the
 //!   handshake hook fails), listing what is accepted;
 //! - not GET: `405`; no `Connection: upgrade`, a `Sec-WebSocket-Version` other than 13 (then
@@ -70,14 +71,18 @@ pub(crate) fn upgrade<B>(pending: PendingRequest, request: &Request<B>) -> Route
     };
     let offered = offered_protocols(headers);
     let accepted: Vec<&'static str> = match pending {
-        PendingRequest::PortForward(_) => vec![PORT_FORWARD_TUNNEL_PROTOCOL],
+        PendingRequest::PortForward(_) => vec![
+            PORT_FORWARD_TUNNEL_PROTOCOL,
+            ChannelProtocol::V4.name(),
+            ChannelProtocol::V4Base64.name(),
+        ],
         PendingRequest::Exec(_) | PendingRequest::Attach(_) => {
             ChannelProtocol::NAMED.iter().map(|p| p.name()).collect()
         }
     };
     let chosen = match negotiate(&offered, &accepted) {
         Some(chosen) => chosen,
-        None if offered.is_empty() && !matches!(pending, PendingRequest::PortForward(_)) => "",
+        None if offered.is_empty() => "",
         None => {
             let message = format!(
                 "unable to upgrade: unable to negotiate protocol: client supports [{}], server accepts [{}]",
@@ -99,7 +104,10 @@ pub(crate) fn upgrade<B>(pending: PendingRequest, request: &Request<B>) -> Route
     let plan = match pending {
         PendingRequest::Exec(target) => WebSocketPlan::Exec(target, channels),
         PendingRequest::Attach(target) => WebSocketPlan::Attach(target, channels),
-        PendingRequest::PortForward(target) => WebSocketPlan::PortForward(target),
+        PendingRequest::PortForward(target) if chosen == PORT_FORWARD_TUNNEL_PROTOCOL => {
+            WebSocketPlan::PortForward(target)
+        }
+        PendingRequest::PortForward(target) => WebSocketPlan::PortForwardChannels(target, channels),
     };
     let accept = derive_accept_key(key.as_bytes());
     let mut response = Response::new(String::new());
@@ -254,12 +262,12 @@ mod tests {
                 .count(),
             5
         );
-        // Port-forward wants the SPDY tunnel and nothing else, named.
+        // Port-forward: the SPDY tunnel or kubelet's v4 channel pairs, not v5.
         let forward = PendingRequest::PortForward(PortForwardTarget {
             sandbox_id: "s".into(),
             ports: vec![],
         });
-        let routed = upgrade(forward, &request(&[]).body(()).unwrap());
+        let routed = upgrade(forward, &request(&["v5.channel.k8s.io"]).body(()).unwrap());
         assert_eq!(routed.response.status(), StatusCode::FORBIDDEN);
         assert!(
             routed
@@ -288,6 +296,24 @@ mod tests {
             routed.plan,
             Some(Plan::WebSocket(WebSocketPlan::PortForward(_)))
         ));
+        // Channel pairs: named v4, or no subprotocol at all (binary).
+        for (offered, protocol) in [
+            (&["v4.base64.channel.k8s.io"][..], ChannelProtocol::V4Base64),
+            (&[][..], ChannelProtocol::Unnamed),
+        ] {
+            let forward = PendingRequest::PortForward(PortForwardTarget {
+                sandbox_id: "s".into(),
+                ports: vec![80],
+            });
+            let routed = upgrade(forward, &request(offered).body(()).unwrap());
+            assert_eq!(routed.response.status(), StatusCode::SWITCHING_PROTOCOLS);
+            match routed.plan {
+                Some(Plan::WebSocket(WebSocketPlan::PortForwardChannels(_, chosen))) => {
+                    assert_eq!(chosen, protocol);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - `remote_command`: exec and attach on channels 0-4, the status on channel 3.
 //! - `tunnel`: port-forward, SPDY carried in binary messages (`SPDY/3.1+portforward.k8s.io`);
 //!   the SPDY session and `port_forward.rs` run unchanged on the other end of a pipe.
+//! - `port_forward`: port-forward in kubelet's older channel-pairs style (`v4.channel.k8s.io`).
+//! - `channels`: the writer, pumps and session ending shared by the channel protocols.
 //!
 //! The framing itself (masking, fragments, control frames, UTF-8 of text messages, the close
 //! handshake, pongs to the client's pings) is `tokio-tungstenite`'s, on the connection hyper
@@ -19,8 +21,10 @@
 //! creation timeout has nothing to wait for there (the channels exist from the upgrade on)
 //! and applies, with the idle timeout, to the SPDY session inside a port-forward tunnel.
 
+mod channels;
 pub(crate) mod frame;
 pub(crate) mod handshake;
+mod port_forward;
 mod remote_command;
 mod tunnel;
 
@@ -53,6 +57,8 @@ pub(crate) enum WebSocketPlan {
     Attach(AttachTarget, ChannelProtocol),
     /// SPDY tunnelled in binary messages.
     PortForward(PortForwardTarget),
+    /// kubelet's channel pairs (data `2i`, error `2i+1` per port of the request).
+    PortForwardChannels(PortForwardTarget, ChannelProtocol),
 }
 
 impl WebSocketPlan {
@@ -61,7 +67,9 @@ impl WebSocketPlan {
         match self {
             WebSocketPlan::Exec(..) => RequestKind::Exec.path(),
             WebSocketPlan::Attach(..) => RequestKind::Attach.path(),
-            WebSocketPlan::PortForward(_) => RequestKind::PortForward.path(),
+            WebSocketPlan::PortForward(_) | WebSocketPlan::PortForwardChannels(..) => {
+                RequestKind::PortForward.path()
+            }
         }
     }
 }
@@ -99,6 +107,10 @@ where
         WebSocketPlan::PortForward(target) => {
             let ws = server_socket(io, MAX_TUNNEL_MESSAGE).await;
             tunnel::serve(context, ws, target).await;
+        }
+        WebSocketPlan::PortForwardChannels(target, protocol) => {
+            let ws = server_socket(io, MAX_CHANNEL_MESSAGE).await;
+            port_forward::serve(&context, ws, target, protocol).await;
         }
     }
     tracing::debug!(%peer, endpoint = kind, transport = "websocket", "streaming session closed");

@@ -19,15 +19,12 @@
 //! The client going away, a broken frame, the idle timeout (no frame either way, pings
 //! included) or the server's shutdown drop the backend call and close the connection.
 
-use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use futures::StreamExt;
+use futures::stream::SplitStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::super::backend::{RemoteIo, TerminalSize};
 use super::super::protocol::{
@@ -35,18 +32,14 @@ use super::super::protocol::{
     Status,
 };
 use super::super::remote_command::{
-    Command, MAX_RESIZE_PENDING, Outcome, RESIZE_QUEUE, log_outcome, parse_sizes, run, status_of,
+    Command, MAX_RESIZE_PENDING, RESIZE_QUEUE, log_outcome, parse_sizes, run, status_of,
 };
 use super::super::session::SessionContext;
-use super::frame::{Inbound, decode, encode};
-use super::{Activity, CLOSE_WAIT};
-
-/// Messages queued for the client (each at most [`CHUNK`] bytes of data).
-const OUT_QUEUE: usize = 16;
-/// Bytes buffered in each stdio pipe.
-const PIPE_BUFFER: usize = 64 * 1024;
-/// The most output bytes sent in one message (client-go's own buffer size).
-const CHUNK: usize = 32 * 1024;
+use super::Activity;
+use super::channels::{
+    OUT_QUEUE, PIPE_BUFFER, ReadEnd, next_payload, pump, run_session, write_client,
+};
+use super::frame::{FrameError, Inbound, decode, encode};
 
 /// The channels a request uses.
 #[derive(Debug, Clone, Copy)]
@@ -73,31 +66,9 @@ impl Wanted {
     }
 }
 
-/// How the session stopped running.
-enum Ending {
-    Done(Outcome),
-    Reader(ReadEnd),
-    WriterFailed(WsError),
-    Idle,
-    Shutdown,
-}
-
-/// Why the client's side stopped.
-#[derive(Debug)]
-enum ReadEnd {
-    /// Its close frame.
-    Closed,
-    /// The connection ended without one.
-    Gone,
-    /// The connection broke the WebSocket framing or limits.
-    Broken(WsError),
-    /// It broke the channel protocol.
-    Protocol(String),
-}
-
 /// What the client's messages feed.
 struct Inputs {
-    stdin: Option<DuplexStream>,
+    stdin: Option<WriteHalf<DuplexStream>>,
     resize: Option<mpsc::Sender<TerminalSize>>,
     resize_pending: Vec<u8>,
 }
@@ -140,6 +111,7 @@ pub(super) async fn serve<T>(
     // The queue is empty: this cannot fail.
     let _ = queue.try_send(encode(protocol, first, &[]));
 
+    // Each pipe: the backend's end, and the session's halves (it reads one, writes the other).
     let (stdin_backend, stdin_pipe) = pipe(wanted.stdin);
     let (stdout_backend, stdout_pipe) = pipe(wanted.stdout);
     let (stderr_backend, stderr_pipe) = pipe(wanted.stderr);
@@ -156,94 +128,47 @@ pub(super) async fn serve<T>(
         resize: resize_rx,
     };
     let inputs = Inputs {
-        stdin: stdin_pipe,
+        stdin: stdin_pipe.map(|pipe| tokio::io::split(pipe).1),
         resize: resize_tx,
         resize_pending: Vec::new(),
     };
 
-    let reader = read_client(stream, protocol, inputs, activity.clone());
-    let writer = write_client(sink, queued, activity.clone());
-    tokio::pin!(reader, writer);
-    let (mut reader_done, mut writer_done) = (false, false);
     let work = {
         let queue = queue.clone();
         let backend = &*context.backend;
+        let container = container.clone();
         async move {
+            let output = |pipe: Option<DuplexStream>, channel: u8| {
+                let queue = queue.clone();
+                async move {
+                    if let Some(pipe) = pipe {
+                        pump(tokio::io::split(pipe).0, channel, protocol, queue).await;
+                    }
+                }
+            };
             let (outcome, (), ()) = tokio::join!(
                 run(backend, command, io),
-                pump(stdout_pipe, CHANNEL_STDOUT, protocol, queue.clone()),
-                pump(stderr_pipe, CHANNEL_STDERR, protocol, queue),
+                output(stdout_pipe, CHANNEL_STDOUT),
+                output(stderr_pipe, CHANNEL_STDERR),
             );
-            outcome
-        }
-    };
-    let mut shutdown = context.shutdown.clone();
-    let ending = tokio::select! {
-        outcome = work => Ending::Done(outcome),
-        end = &mut reader => {
-            reader_done = true;
-            Ending::Reader(end)
-        }
-        written = &mut writer => {
-            writer_done = true;
-            match written {
-                Ok(()) => Ending::Reader(ReadEnd::Gone),
-                Err(error) => Ending::WriterFailed(error),
-            }
-        }
-        _ = activity.idle(context.idle_timeout) => Ending::Idle,
-        _ = super::super::shutdown_requested(&mut shutdown) => Ending::Shutdown,
-    };
-    // The backend call (if it still ran) is dropped: its streams with it.
-
-    let close = match ending {
-        Ending::Done(outcome) => {
             log_outcome(&outcome, &container, peer);
-            let status = status_of(&outcome);
-            if let Some(payload) = status_payload(protocol, &status) {
+            if let Some(payload) = status_payload(protocol, &status_of(&outcome)) {
                 let _ = queue.send(encode(protocol, CHANNEL_ERROR, &payload)).await;
             }
-            Some(close_frame(CloseCode::Normal, ""))
-        }
-        Ending::Reader(end) => {
-            tracing::info!(%peer, %container, end = ?end, "client went away before the command finished");
-            match end {
-                ReadEnd::Closed => Some(close_frame(CloseCode::Normal, "")),
-                ReadEnd::Gone => None,
-                ReadEnd::Broken(error) => broken_close(&error),
-                ReadEnd::Protocol(why) => Some(close_frame(CloseCode::Protocol, &why)),
-            }
-        }
-        Ending::WriterFailed(error) => {
-            tracing::info!(%peer, %container, %error, "websocket write failed, session ended");
-            None
-        }
-        Ending::Idle => {
-            tracing::info!(%peer, %container, "websocket session idle, closing it");
-            Some(close_frame(CloseCode::Away, "idle timeout"))
-        }
-        Ending::Shutdown => {
-            tracing::info!(%peer, %container, "streaming session ended by server shutdown");
-            Some(close_frame(CloseCode::Away, "server shutting down"))
         }
     };
-    if let Some(frame) = close {
-        let _ = queue.send(Message::Close(Some(frame))).await;
-    }
-    drop(queue);
-    // Send what is queued and the close frame, then read until the client's close frame.
-    let finish = async {
-        if !writer_done && let Err(error) = (&mut writer).await {
-            tracing::debug!(%peer, %error, "websocket close not sent");
-        }
-        if !reader_done {
-            let end = (&mut reader).await;
-            tracing::debug!(%peer, end = ?end, "websocket client side done");
-        }
-    };
-    if tokio::time::timeout(CLOSE_WAIT, finish).await.is_err() {
-        tracing::debug!(%peer, %container, "websocket close handshake did not finish in time");
-    }
+    let reader = read_client(stream, protocol, inputs, activity.clone());
+    let writer = write_client(sink, queued, activity.clone());
+    run_session(
+        context,
+        "remote command",
+        queue,
+        work,
+        reader,
+        writer,
+        &activity,
+    )
+    .await;
 }
 
 /// A pipe for a stream the request asked for: (the backend's end, the session's end).
@@ -253,28 +178,6 @@ fn pipe(wanted: bool) -> (Option<DuplexStream>, Option<DuplexStream>) {
         (Some(backend), Some(session))
     } else {
         (None, None)
-    }
-}
-
-fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
-    // Control frames carry at most 125 bytes; the code takes 2.
-    let mut end = reason.len().min(120);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    CloseFrame {
-        code,
-        reason: reason[..end].into(),
-    }
-}
-
-/// The close frame for a connection that broke the framing, if one can still be sent.
-fn broken_close(error: &WsError) -> Option<CloseFrame> {
-    match error {
-        WsError::Capacity(_) => Some(close_frame(CloseCode::Size, "message too big")),
-        WsError::Protocol(_) => Some(close_frame(CloseCode::Protocol, "protocol error")),
-        WsError::Utf8(_) => Some(close_frame(CloseCode::Invalid, "invalid utf-8")),
-        _ => None,
     }
 }
 
@@ -296,52 +199,6 @@ fn status_payload(protocol: ChannelProtocol, status: &Status) -> Option<Vec<u8>>
     }
 }
 
-/// Sends what the backend writes into `pipe` on `channel`, until it ends.
-async fn pump(
-    pipe: Option<DuplexStream>,
-    channel: u8,
-    protocol: ChannelProtocol,
-    queue: mpsc::Sender<Message>,
-) {
-    let Some(mut pipe) = pipe else {
-        return;
-    };
-    let mut buffer = vec![0u8; CHUNK];
-    loop {
-        let read = match pipe.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => read,
-        };
-        if queue
-            .send(encode(protocol, channel, &buffer[..read]))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Sends the queued messages in order; done after a close frame or when the queue ends.
-async fn write_client<T>(
-    mut sink: SplitSink<WebSocketStream<T>, Message>,
-    mut queued: mpsc::Receiver<Message>,
-    activity: Activity,
-) -> Result<(), WsError>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(message) = queued.recv().await {
-        let closing = matches!(message, Message::Close(_));
-        sink.send(message).await?;
-        activity.touch();
-        if closing {
-            break;
-        }
-    }
-    Ok(())
-}
-
 /// Reads the client's messages into stdin and resize until the connection ends.
 async fn read_client<T>(
     mut stream: SplitStream<WebSocketStream<T>>,
@@ -353,23 +210,9 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let message = match stream.next().await {
-            None => return ReadEnd::Gone,
-            Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return ReadEnd::Gone,
-            Some(Err(WsError::Io(error))) => {
-                tracing::debug!(%error, "websocket read failed");
-                return ReadEnd::Gone;
-            }
-            Some(Err(error)) => return ReadEnd::Broken(error),
-            Some(Ok(message)) => message,
-        };
-        activity.touch();
-        let payload: Bytes = match message {
-            Message::Binary(data) => data,
-            Message::Text(text) => Bytes::from(text),
-            Message::Close(_) => return ReadEnd::Closed,
-            // Pongs to pings are tungstenite's job.
-            _ => continue,
+        let payload = match next_payload(&mut stream, &activity).await {
+            Ok(payload) => payload,
+            Err(end) => return end,
         };
         match decode(protocol, &payload) {
             Ok(Inbound::Empty) => {}
@@ -393,7 +236,7 @@ where
                     tracing::trace!(channel = other, bytes = data.len(), "message dropped");
                 }
             },
-            Err(error @ super::frame::FrameError::BadClose { .. }) => {
+            Err(error @ FrameError::BadClose { .. }) => {
                 return ReadEnd::Protocol(error.to_string());
             }
             Err(error) => tracing::debug!(%error, "websocket message skipped"),
