@@ -1,7 +1,8 @@
 //! Node tests of Exec, Attach and PortForward through the streaming server, driven by the
-//! project's own SPDY client: output and exit codes, a terminal with stdin and resizes,
-//! single-use URLs, a container's own stdio shared by two attachers, and 100 MB carried
-//! intact from a web server inside a pod.
+//! project's own client over SPDY and over WebSocket (as crictl's `--transport websocket`):
+//! output and exit codes, a terminal with stdin and resizes, single-use URLs, a container's
+//! own stdio shared by two attachers, 100 MB (SPDY) or 20 MB (WebSocket) carried intact from
+//! a web server inside a pod, and exec over TLS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
@@ -12,7 +13,9 @@ use std::time::Duration;
 use common::agent::TestAgent;
 use common::pod::pod;
 use corral::streaming::TerminalSize;
-use corral::streaming::client::{PortForwardSession, RemoteCommandSession, StreamOptions};
+use corral::streaming::client::{
+    PortForwardSession, RemoteCommandSession, StreamOptions, WebSocketCommandSession,
+};
 use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -494,5 +497,183 @@ async fn test_exec_over_tls_with_a_self_signed_certificate() {
         .unwrap();
     assert_eq!(output.stdout, b"secure\n");
     assert_eq!(output.completion.exit_code(), Some(4));
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_websocket_exec_output_exit_code_and_tty() {
+    let pod = pod(TestAgent::start().await.unwrap(), "ws-exec-pod").await;
+    let id = pod.run(pod.config("shell", &["sleep", "1000"])).await;
+    let mut client = pod.agent.client().await.unwrap();
+
+    // v5, as crictl offers: separate stdout and stderr, the exit code in the status.
+    let url = client
+        .runtime
+        .exec(exec_request(
+            &id,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            false,
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let session = WebSocketCommandSession::connect(&url).await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), session.finish())
+        .await
+        .expect("the command ends")
+        .unwrap();
+    assert_eq!(output.stdout, b"out\n");
+    assert_eq!(output.stderr, b"err\n");
+    assert_eq!(output.completion.exit_code(), Some(3));
+    // The URL was used.
+    assert!(WebSocketCommandSession::connect(&url).await.is_err());
+
+    // stdin ended by v5's close signal reaches the command as end of file.
+    let url = client
+        .runtime
+        .exec(ExecRequest {
+            stdin: true,
+            ..exec_request(&id, &["wc", "-c"], false, false)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut session = WebSocketCommandSession::connect(&url).await.unwrap();
+    session.write_stdin(b"twelve bytes").await.unwrap();
+    session.close_stdin().await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), session.finish())
+        .await
+        .expect("wc ends at end of stdin")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "12");
+    assert_eq!(output.completion.exit_code(), Some(0));
+
+    // A terminal with stdin: resizes reach it, typed commands run, the exit code returns.
+    let url = client
+        .runtime
+        .exec(exec_request(&id, &["sh"], true, true))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut session = WebSocketCommandSession::connect(&url).await.unwrap();
+    session
+        .resize(TerminalSize {
+            width: 120,
+            height: 50,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session.write_stdin(b"stty size; tty\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session
+        .resize(TerminalSize {
+            width: 90,
+            height: 30,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session.write_stdin(b"stty size; exit 5\n").await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), session.finish())
+        .await
+        .expect("the shell exits")
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    assert!(text.contains("50 120\n"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("30 90\n"), "{text:?}");
+    assert_eq!(output.completion.exit_code(), Some(5));
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_websocket_port_forward_carries_data_intact_from_a_pod() {
+    let pod = pod(TestAgent::start().await.unwrap(), "ws-forward-pod").await;
+    let id = pod
+        .create(pod.config(
+            "web",
+            &[
+                "busybox",
+                "httpd",
+                "-f",
+                "-p",
+                "127.0.0.1:8080",
+                "-h",
+                "/www",
+            ],
+        ))
+        .await
+        .unwrap();
+    let www = pod
+        .agent
+        .run_dir
+        .join("containers")
+        .join(&id)
+        .join("rootfs/www");
+    std::fs::create_dir_all(&www).unwrap();
+    let mut body = vec![0u8; 20 * 1024 * 1024];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    for chunk in body.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(www.join("big"), &body).unwrap();
+    let expected = Sha256::digest(&body);
+    drop(body);
+    pod.start(&id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut client = pod.agent.client().await.unwrap();
+    let url = client
+        .runtime
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod.sandbox_id.clone(),
+            port: vec![8080],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let session = PortForwardSession::connect_websocket(&url).await.unwrap();
+    // Two connections on one session, one after the other.
+    for _ in 0..2 {
+        let mut connection = session.open(8080).await.unwrap();
+        connection
+            .write_all(b"GET /big HTTP/1.0\r\nHost: pod\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::with_capacity(21 * 1024 * 1024);
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            connection.read_to_end(&mut response),
+        )
+        .await
+        .expect("the transfer ends")
+        .unwrap();
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP header")
+            + 4;
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        assert!(
+            head.starts_with("HTTP/1.") && head.contains(" 200 "),
+            "{head}"
+        );
+        assert_eq!(response.len() - split, 20 * 1024 * 1024);
+        assert_eq!(Sha256::digest(&response[split..]), expected);
+        assert_eq!(connection.finish().await, None);
+    }
+    let refused = session.open(9).await.unwrap();
+    let message = refused.finish().await.unwrap_or_default();
+    assert!(message.contains("9"), "{message:?}");
+    session.close();
     pod.tear_down().await;
 }

@@ -1,6 +1,6 @@
 //! The seam between the streaming server and the runtime: what a session asks of it.
 //!
-//! The server speaks the protocols (SPDY today; WebSocket would hand the same types) and calls
+//! The server speaks the protocols (SPDY and WebSocket hand the same types) and calls
 //! a [`StreamingBackend`] with plain byte streams. A backend built on a helper process maps
 //! them one to one: copy `stdin` into the process's stdin pipe (and close the pipe at the end
 //! of `stdin`), copy its stdout and stderr pipes into `stdout` and `stderr`, call its resize

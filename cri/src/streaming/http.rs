@@ -1,10 +1,13 @@
 //! The HTTP/1.1 half of a streaming request: route, token, subprotocol negotiation and the
-//! `101 Switching Protocols` answer. What follows the upgrade is in `remote_command.rs` and
-//! `port_forward.rs`.
+//! `101 Switching Protocols` answer. A request with `Upgrade: websocket` is handed to
+//! `websocket/handshake.rs` once its token is consumed; every other one is a SPDY upgrade,
+//! answered here. What follows the upgrade is in `remote_command.rs` and `port_forward.rs`
+//! (SPDY) and `websocket/` (WebSocket).
 //!
 //! Behaviour taken from kubelet's streaming library (`server.go`) and apimachinery's
 //! `httpstream.Handshake` and `spdy.UpgradeResponse`:
-//! - `/exec/{token}`, `/attach/{token}`, `/portforward/{token}`, for GET and POST;
+//! - `/exec/{token}`, `/attach/{token}`, `/portforward/{token}`, for GET and POST (WebSocket:
+//!   GET only);
 //! - the token is consumed first: unknown, used or expired (or made for another endpoint)
 //!   answers `404` with Go's `404 page not found`, and a request that fails later still used it;
 //! - no common subprotocol answers `403` with one `X-Accepted-Stream-Protocol-Versions` header
@@ -15,9 +18,8 @@
 //! - the answer is `101` with `Connection: Upgrade`, `Upgrade: SPDY/3.1` and the chosen
 //!   `X-Stream-Protocol-Version`.
 //!
-//! Two deviations: a request without `X-Stream-Protocol-Version` gets `400` with kubelet's
-//! message (kubelet logs it and answers an empty 200, which clients report badly), and a
-//! WebSocket upgrade gets `400` saying so, as this server speaks SPDY only so far.
+//! One deviation: a SPDY request without `X-Stream-Protocol-Version` gets `400` with kubelet's
+//! message (kubelet logs it and answers an empty 200, which clients report badly).
 
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderMap, HeaderValue, UPGRADE};
 use http::{Method, Request, Response, StatusCode};
@@ -28,6 +30,7 @@ use super::protocol::{
     RemoteCommandProtocol, UPGRADE_SPDY,
 };
 use super::tokens::{PendingRequest, RequestKind, TokenCache};
+use super::websocket::{self, WebSocketPlan};
 
 /// What to run on the connection once it is upgraded.
 #[derive(Debug)]
@@ -35,6 +38,8 @@ pub(crate) enum Plan {
     Exec(ExecTarget, RemoteCommandProtocol),
     Attach(AttachTarget, RemoteCommandProtocol),
     PortForward(PortForwardTarget),
+    /// Any of the three over WebSocket.
+    WebSocket(WebSocketPlan),
 }
 
 impl Plan {
@@ -44,6 +49,7 @@ impl Plan {
             Plan::Exec(target, _) => &target.container_id,
             Plan::Attach(target, _) => &target.container_id,
             Plan::PortForward(target) => &target.sandbox_id,
+            Plan::WebSocket(plan) => plan.target_id(),
         }
     }
 
@@ -53,6 +59,7 @@ impl Plan {
             Plan::Exec(..) => RequestKind::Exec.path(),
             Plan::Attach(..) => RequestKind::Attach.path(),
             Plan::PortForward(_) => RequestKind::PortForward.path(),
+            Plan::WebSocket(plan) => plan.kind(),
         }
     }
 }
@@ -83,13 +90,10 @@ pub(crate) fn route<B>(tokens: &TokenCache, request: &Request<B>) -> Routed {
             return refuse(StatusCode::NOT_FOUND, "404 page not found");
         }
     };
-    let headers = request.headers();
-    if has_token(headers, UPGRADE, "websocket") {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "unable to upgrade: websocket is not supported by this streaming server, use spdy",
-        );
+    if websocket::handshake::is_websocket(request) {
+        return websocket::handshake::upgrade(pending, request);
     }
+    let headers = request.headers();
     let offered = offered_protocols(headers);
     if offered.is_empty() {
         return refuse(
@@ -179,7 +183,7 @@ fn remote_command_protocol(name: &str) -> RemoteCommandProtocol {
 }
 
 /// Whether a header of `name` contains `token` (ASCII case-insensitive substring, as Go does).
-fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+pub(super) fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|value| {
         value
             .to_str()
@@ -190,7 +194,7 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
 
 /// A plain-text error answer, as Go's `http.Error` writes it, that also closes the connection
 /// (a client gets one request per connection; the 101 must not say `close`, see `server.rs`).
-fn refuse(status: StatusCode, message: &str) -> Routed {
+pub(super) fn refuse(status: StatusCode, message: &str) -> Routed {
     let mut response = Response::new(format!("{message}\n"));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -373,18 +377,25 @@ mod tests {
     }
 
     #[test]
-    fn test_route_websocket_is_refused() {
+    fn test_route_websocket_upgrades_after_the_token() {
         let (cache, token) = cache_with(exec());
-        let request = Request::builder()
-            .uri(format!("/exec/{token}"))
-            .header(CONNECTION, "Upgrade")
-            .header(UPGRADE, "websocket")
-            .header(HEADER_PROTOCOL_VERSION, "v4.channel.k8s.io")
-            .body(())
-            .unwrap();
-        let routed = route(&cache, &request);
-        assert_eq!(routed.response.status(), StatusCode::BAD_REQUEST);
-        assert!(routed.response.body().contains("websocket"));
-        assert_eq!(routed.response.headers()[CONNECTION], "close");
+        let request = || {
+            Request::builder()
+                .uri(format!("/exec/{token}"))
+                .header(CONNECTION, "Upgrade")
+                .header(UPGRADE, "WebSocket")
+                .header("Sec-WebSocket-Version", "13")
+                .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("Sec-WebSocket-Protocol", "v5.channel.k8s.io")
+                .body(())
+                .unwrap()
+        };
+        let routed = route(&cache, &request());
+        assert_eq!(routed.response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(routed.response.headers()[UPGRADE], "websocket");
+        assert!(matches!(routed.plan, Some(Plan::WebSocket(_))));
+        // Single use, like SPDY.
+        let again = route(&cache, &request());
+        assert_eq!(again.response.status(), StatusCode::NOT_FOUND);
     }
 }

@@ -3,16 +3,21 @@
 //!
 //! The CRI `Exec`, `Attach` and `PortForward` RPCs do not stream themselves: they return a URL
 //! on this server ([`StreamingServer::exec_url`] and siblings), holding a single-use token. The
-//! client then connects there, upgrades the HTTP/1.1 request to SPDY/3.1 and speaks one of
-//! Kubernetes' streaming protocols over it; the server hands the streams to a
-//! [`StreamingBackend`], the runtime's side.
+//! client then connects there, upgrades the HTTP/1.1 request to SPDY/3.1 (kubelet, crictl by
+//! default) or to WebSocket (crictl `--transport websocket`) and speaks one of Kubernetes'
+//! streaming protocols over it; the server hands plain byte streams to a
+//! [`StreamingBackend`], the runtime's side, the same for both transports.
 //!
 //! - `config`: the `[streaming]` config section.
 //! - `tokens`: the single-use, expiring, bounded tokens.
 //! - `http` and `server`: the listener, routing, protocol negotiation and the upgrade.
-//! - `session`, `remote_command`, `port_forward`: what runs on an upgraded connection.
+//! - `session`, `remote_command`, `port_forward`: what runs on an upgraded SPDY connection.
+//! - `websocket`: the WebSocket side: handshake and `Sec-WebSocket-Protocol` negotiation,
+//!   exec and attach on the `channel.k8s.io` channels (v1, v4, v5, binary and base64), and
+//!   port-forward as SPDY tunnelled in binary messages (`SPDY/3.1+portforward.k8s.io`), which
+//!   runs the SPDY `port_forward` unchanged, or in kubelet's channel pairs (`v4.channel.k8s.io`).
 //! - [`protocol`]: the wire vocabulary both sides share.
-//! - [`client`]: connects to a streaming URL the way crictl does.
+//! - [`client`]: connects to a streaming URL the way crictl does, over either transport.
 //! - [`spdy`]: the SPDY/3.1 session layer.
 //!
 //! Behaviour follows kubelet's streaming library (`k8s.io/kubelet/pkg/cri/streaming`, now
@@ -32,6 +37,7 @@ mod server;
 mod session;
 mod tls;
 mod tokens;
+mod websocket;
 
 #[cfg(test)]
 mod lifecycle_tests;
@@ -41,6 +47,8 @@ mod port_forward_tests;
 mod remote_command_tests;
 #[cfg(test)]
 mod test_backend;
+#[cfg(test)]
+mod websocket_tests;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -11,6 +11,11 @@
 //!   `metadata`, `status`, `message`, `reason`, `details.causes[].reason/.message`, `code`).
 //! - `client-go/tools/remotecommand/v4.go`: the client reads `reason: NonZeroExitCode` and the
 //!   cause `reason: ExitCode` whose message is the code, parsed as an unsigned 8-bit integer.
+//! - WebSocket: apimachinery's `remotecommand/constants.go` (channel numbers 0-4, 255 for
+//!   v5's close signal), `httpstream/wsstream/conn.go` (`channel.k8s.io` and
+//!   `base64.channel.k8s.io` framing, `Sec-WebSocket-Protocol`), kubelet's
+//!   `remotecommand/websocket.go` (the v1 and v4 names, binary and base64) and
+//!   `portforward/constants.go` (`SPDY/3.1+` tunnelling prefix), as vendored by crictl 1.32.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +92,96 @@ impl RemoteCommandProtocol {
     /// Whether the error stream carries a JSON status (else plain text, failures only).
     pub fn has_status(self) -> bool {
         self >= RemoteCommandProtocol::V4
+    }
+}
+
+/// The WebSocket subprotocol header (offered as a comma separated list, answered with one).
+pub const HEADER_WEBSOCKET_PROTOCOL: &str = "Sec-WebSocket-Protocol";
+/// The `Upgrade` token for WebSocket.
+pub const UPGRADE_WEBSOCKET: &str = "websocket";
+/// What client-go's tunnelling dialer puts before a SPDY subprotocol to carry SPDY inside
+/// WebSocket binary messages (crictl `port-forward --transport websocket`).
+pub const WEBSOCKET_SPDY_TUNNEL_PREFIX: &str = "SPDY/3.1+";
+/// The port-forward subprotocol tunnelled in WebSocket: `SPDY/3.1+portforward.k8s.io`.
+pub const PORT_FORWARD_TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// WebSocket channel of the command's stdin (client to server).
+pub const CHANNEL_STDIN: u8 = 0;
+/// WebSocket channel of the command's stdout.
+pub const CHANNEL_STDOUT: u8 = 1;
+/// WebSocket channel of the command's stderr.
+pub const CHANNEL_STDERR: u8 = 2;
+/// WebSocket channel of the status (what SPDY's error stream carries).
+pub const CHANNEL_ERROR: u8 = 3;
+/// WebSocket channel of terminal sizes (client to server, JSON like SPDY's resize stream).
+pub const CHANNEL_RESIZE: u8 = 4;
+/// v5: a message `[255, channel]` half-closes `channel` (the client's stdin ends).
+pub const CHANNEL_CLOSE: u8 = 255;
+
+/// An exec/attach subprotocol over WebSocket: every message starts with its channel, a byte
+/// (binary) or an ASCII digit followed by the base64 of the data (base64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelProtocol {
+    /// No subprotocol asked for: `channel.k8s.io` framing, v1 errors.
+    Unnamed,
+    /// `channel.k8s.io`: binary, errors as text (failures only).
+    V1,
+    /// `base64.channel.k8s.io`: base64 text, errors as text.
+    V1Base64,
+    /// `v4.channel.k8s.io`: binary, the status object on the error channel.
+    V4,
+    /// `v4.base64.channel.k8s.io`: base64 text, the status object.
+    V4Base64,
+    /// `v5.channel.k8s.io`: v4 plus the close signal (channel 255), which lets a client end
+    /// stdin without closing the connection. The only one crictl 1.32 offers.
+    V5,
+}
+
+impl ChannelProtocol {
+    /// Every named version, in the order the server lists them (newest first).
+    pub const NAMED: [ChannelProtocol; 5] = [
+        ChannelProtocol::V5,
+        ChannelProtocol::V4,
+        ChannelProtocol::V4Base64,
+        ChannelProtocol::V1,
+        ChannelProtocol::V1Base64,
+    ];
+
+    /// The name on the wire (empty for [`ChannelProtocol::Unnamed`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelProtocol::Unnamed => "",
+            ChannelProtocol::V1 => "channel.k8s.io",
+            ChannelProtocol::V1Base64 => "base64.channel.k8s.io",
+            ChannelProtocol::V4 => "v4.channel.k8s.io",
+            ChannelProtocol::V4Base64 => "v4.base64.channel.k8s.io",
+            ChannelProtocol::V5 => "v5.channel.k8s.io",
+        }
+    }
+
+    /// The named version called `name`.
+    pub fn from_name(name: &str) -> Option<ChannelProtocol> {
+        ChannelProtocol::NAMED
+            .into_iter()
+            .find(|protocol| protocol.name() == name)
+    }
+
+    /// Whether messages are base64 text rather than binary.
+    pub fn is_base64(self) -> bool {
+        matches!(self, ChannelProtocol::V1Base64 | ChannelProtocol::V4Base64)
+    }
+
+    /// Whether the error channel carries a JSON status (else the message, failures only).
+    pub fn has_status(self) -> bool {
+        matches!(
+            self,
+            ChannelProtocol::V4 | ChannelProtocol::V4Base64 | ChannelProtocol::V5
+        )
+    }
+
+    /// Whether `[255, channel]` is a close signal (v5).
+    pub fn supports_close(self) -> bool {
+        self == ChannelProtocol::V5
     }
 }
 
@@ -245,6 +340,34 @@ mod tests {
         let json = r#"{"status":"Failure","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"256"}]}}"#;
         let status: Status = serde_json::from_str(json).unwrap();
         assert_eq!(status.exit_code(), None);
+    }
+
+    #[test]
+    fn test_channel_protocol_names_and_traits() {
+        let names: Vec<&str> = ChannelProtocol::NAMED.iter().map(|p| p.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "v5.channel.k8s.io",
+                "v4.channel.k8s.io",
+                "v4.base64.channel.k8s.io",
+                "channel.k8s.io",
+                "base64.channel.k8s.io"
+            ]
+        );
+        for protocol in ChannelProtocol::NAMED {
+            assert_eq!(ChannelProtocol::from_name(protocol.name()), Some(protocol));
+        }
+        assert_eq!(ChannelProtocol::from_name(""), None);
+        assert_eq!(ChannelProtocol::from_name("v3.channel.k8s.io"), None);
+        assert!(ChannelProtocol::V4Base64.is_base64() && ChannelProtocol::V4Base64.has_status());
+        assert!(!ChannelProtocol::V1Base64.has_status());
+        assert!(!ChannelProtocol::Unnamed.is_base64() && !ChannelProtocol::Unnamed.has_status());
+        assert!(ChannelProtocol::V5.supports_close() && !ChannelProtocol::V4.supports_close());
+        assert_eq!(
+            PORT_FORWARD_TUNNEL_PROTOCOL,
+            format!("{WEBSOCKET_SPDY_TUNNEL_PREFIX}{PORT_FORWARD_PROTOCOL}")
+        );
     }
 
     #[test]

@@ -33,9 +33,9 @@ use super::spdy::{Incoming, RstStatus, SessionHandle, Stream, StreamReader, Stre
 /// How long the server waits for the client to close the connection after the status.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Resize messages waiting for the backend.
-const RESIZE_QUEUE: usize = 16;
+pub(super) const RESIZE_QUEUE: usize = 16;
 /// The most resize-stream bytes buffered without a complete JSON object.
-const MAX_RESIZE_PENDING: usize = 4096;
+pub(super) const MAX_RESIZE_PENDING: usize = 4096;
 
 /// What the session runs.
 pub(crate) enum Command {
@@ -53,7 +53,7 @@ struct Wanted {
 }
 
 impl Command {
-    fn container_id(&self) -> &str {
+    pub(super) fn container_id(&self) -> &str {
         match self {
             Command::Exec(target) => &target.container_id,
             Command::Attach(target) => &target.container_id,
@@ -73,7 +73,7 @@ impl Command {
         }
     }
 
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Command::Exec(_) => "exec",
             Command::Attach(_) => "attach",
@@ -232,7 +232,7 @@ pub(crate) async fn serve(
 }
 
 /// How the backend call ended.
-enum Outcome {
+pub(super) enum Outcome {
     Exited(ExitStatus),
     Detached,
     Failed {
@@ -241,7 +241,7 @@ enum Outcome {
     },
 }
 
-async fn run(backend: &dyn StreamingBackend, command: Command, io: RemoteIo) -> Outcome {
+pub(super) async fn run(backend: &dyn StreamingBackend, command: Command, io: RemoteIo) -> Outcome {
     match command {
         Command::Exec(target) => match backend.exec(target, io).await {
             Ok(status) => Outcome::Exited(status),
@@ -260,7 +260,7 @@ async fn run(backend: &dyn StreamingBackend, command: Command, io: RemoteIo) -> 
     }
 }
 
-fn status_of(outcome: &Outcome) -> Status {
+pub(super) fn status_of(outcome: &Outcome) -> Status {
     match outcome {
         Outcome::Exited(status) if status.success() => Status::success(),
         Outcome::Exited(status) if status.code() > 0 => Status::non_zero_exit(status.code()),
@@ -279,7 +279,7 @@ fn status_of(outcome: &Outcome) -> Status {
     }
 }
 
-fn log_outcome(outcome: &Outcome, container: &str, peer: std::net::SocketAddr) {
+pub(super) fn log_outcome(outcome: &Outcome, container: &str, peer: std::net::SocketAddr) {
     match outcome {
         Outcome::Exited(status) => {
             tracing::info!(%peer, %container, exit_code = status.code(), "exec finished");
@@ -372,7 +372,7 @@ async fn forward_resizes(reader: Option<StreamReader>, sizes: Option<mpsc::Sende
 
 /// The complete sizes at the start of `bytes`, how many bytes they used, and whether what
 /// follows them is malformed (rather than incomplete).
-fn parse_sizes(bytes: &[u8]) -> (Vec<TerminalSize>, usize, bool) {
+pub(super) fn parse_sizes(bytes: &[u8]) -> (Vec<TerminalSize>, usize, bool) {
     let mut sizes = Vec::new();
     let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<TerminalSize>();
     let mut used = 0;

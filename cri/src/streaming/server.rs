@@ -2,8 +2,8 @@
 //! Exec, Attach and PortForward handlers hand out.
 //!
 //! Each connection task serves HTTP/1.1 requests; refusals close the connection (clients open
-//! one per session). When the answer is `101`, the same task runs the SPDY session on the
-//! upgraded connection, so a connection task lives exactly as long as its session and
+//! one per session). When the answer is `101`, the same task runs the SPDY or WebSocket
+//! session on the upgraded connection, so a connection task lives exactly as long as its session and
 //! [`StreamingServer::shutdown`] can wait for (or abort) every one of them.
 //!
 //! Keep-alive stays on in hyper: turned off, hyper answers the 101 with

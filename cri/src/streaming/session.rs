@@ -1,5 +1,7 @@
 //! One upgraded connection: start the SPDY session, run the exec, attach or port-forward
 //! protocol on it, and close it however that ends (done, client gone, idle, server shutdown).
+//! WebSocket connections go to `websocket/` (which comes back here for the SPDY tunnelled in
+//! a port-forward WebSocket).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,13 +13,14 @@ use tokio::sync::watch;
 use super::backend::StreamingBackend;
 use super::http::Plan;
 use super::spdy::{self, Session};
-use super::{port_forward, remote_command};
+use super::{port_forward, remote_command, websocket};
 
 /// How long a closing session may take to end after its GOAWAY (the session's own writer
 /// gives up after 5 s).
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// What a session needs from the server.
+#[derive(Clone)]
 pub(crate) struct SessionContext {
     pub(crate) backend: Arc<dyn StreamingBackend>,
     pub(crate) creation_timeout: Duration,
@@ -26,9 +29,20 @@ pub(crate) struct SessionContext {
     pub(crate) peer: SocketAddr,
 }
 
-/// Runs `plan` on the upgraded connection `io` until it ends, then closes the session and
-/// waits (boundedly) for its task to finish.
+/// Runs `plan` on the upgraded connection `io` until it ends.
 pub(crate) async fn run_plan<T>(context: SessionContext, io: T, plan: Plan)
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    match plan {
+        Plan::WebSocket(plan) => websocket::serve(context, io, plan).await,
+        plan => run_spdy(context, io, plan).await,
+    }
+}
+
+/// Runs a SPDY `plan` on `io` until it ends, then closes the session and waits (boundedly)
+/// for its task to finish.
+pub(crate) async fn run_spdy<T>(context: SessionContext, io: T, plan: Plan)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -53,6 +67,9 @@ where
             }
             Plan::PortForward(target) => {
                 port_forward::serve(&context, incoming, target).await;
+            }
+            Plan::WebSocket(_) => {
+                tracing::error!(%peer, "a websocket plan reached the spdy session");
             }
         }
     };

@@ -1,10 +1,13 @@
 //! A client for streaming URLs, as crictl's (client-go's SPDY executor) behaves: connect over
 //! TCP, upgrade with `Connection: Upgrade`, `Upgrade: SPDY/3.1` and one
-//! `X-Stream-Protocol-Version` per protocol offered, then run the SPDY client session.
+//! `X-Stream-Protocol-Version` per protocol offered, then run the SPDY client session. Or,
+//! as crictl's `--transport websocket`, upgrade to WebSocket (`websocket.rs`).
 //!
 //! - [`RemoteCommandSession`]: exec and attach (open the channel streams, write stdin, read
 //!   stdout and stderr, send resizes, read the status into an exit code);
-//! - [`PortForwardSession`]: forwarded connections to ports of the pod.
+//! - [`WebSocketCommandSession`]: the same over WebSocket channels;
+//! - [`PortForwardSession`]: forwarded connections to ports of the pod, over SPDY or SPDY
+//!   tunnelled in WebSocket.
 //!
 //! Used by node tests and benchmarks; `http://` and `https://` (without certificate checks,
 //! as crictl by default).
@@ -12,6 +15,7 @@
 mod connect;
 mod port_forward;
 mod remote_command;
+mod websocket;
 
 use std::io;
 use std::pin::Pin;
@@ -26,6 +30,7 @@ use super::spdy::{self, Incoming, Session, SessionHandle};
 
 pub use port_forward::{ForwardedConnection, PortForwardSession};
 pub use remote_command::{Completion, Output, RemoteCommandSession, StreamOptions};
+pub use websocket::{WebSocket, WebSocketCommandSession, connect_websocket};
 
 /// The most bytes of a refusal's body kept for the error.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -75,6 +80,8 @@ pub enum ClientError {
     NoStream { streamtype: &'static str },
     #[error("error stream holds no valid status: {text:?}")]
     BadStatus { text: String },
+    #[error("websocket")]
+    WebSocket(#[source] tokio_tungstenite::tungstenite::Error),
 }
 
 /// A connection upgraded to SPDY, with the protocol the server chose.

@@ -1,6 +1,8 @@
 //! The client side of port forwarding, as client-go's `portforward.go` does it: per forwarded
 //! connection, open an `error` stream (and end this side of it at once: the client never
-//! writes there) and a `data` stream, both with `port` and a fresh `requestid`.
+//! writes there) and a `data` stream, both with `port` and a fresh `requestid`. Over SPDY, or
+//! over SPDY tunnelled in a WebSocket (`SPDY/3.1+portforward.k8s.io`, client-go's
+//! `tunneling_dialer.go`).
 
 use std::io;
 use std::pin::Pin;
@@ -10,10 +12,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::super::protocol::{
-    PORT, PORT_FORWARD_PROTOCOL, REQUEST_ID, STREAM_TYPE, STREAM_TYPE_DATA, STREAM_TYPE_ERROR,
+    PORT, PORT_FORWARD_PROTOCOL, PORT_FORWARD_TUNNEL_PROTOCOL, REQUEST_ID, STREAM_TYPE,
+    STREAM_TYPE_DATA, STREAM_TYPE_ERROR,
 };
-use super::super::spdy::{SessionHandle, Stream, StreamReader};
-use super::{ClientError, read_to_end, stream_headers, upgrade};
+use super::super::spdy::{Session, SessionHandle, Stream, StreamReader};
+use super::super::websocket::{MAX_TUNNEL_MESSAGE, spawn_tunnel};
+use super::{ClientError, connect_websocket, read_to_end, stream_headers, upgrade};
 
 /// A port-forward session: any number of connections, to any ports of the pod.
 pub struct PortForwardSession {
@@ -28,6 +32,19 @@ impl PortForwardSession {
         drop(upgraded.incoming);
         Ok(PortForwardSession {
             session: upgraded.session,
+            next_request_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Connects to a port-forward URL over WebSocket, as crictl's `--transport websocket`:
+    /// offer `SPDY/3.1+portforward.k8s.io` and run the SPDY client inside binary messages.
+    pub async fn connect_websocket(url: &str) -> Result<PortForwardSession, ClientError> {
+        let (ws, _) =
+            connect_websocket(url, &[PORT_FORWARD_TUNNEL_PROTOCOL], MAX_TUNNEL_MESSAGE).await?;
+        let (session, incoming) = Session::client(spawn_tunnel(ws));
+        drop(incoming);
+        Ok(PortForwardSession {
+            session,
             next_request_id: AtomicU64::new(0),
         })
     }

@@ -186,7 +186,7 @@ impl RemoteCommandSession {
         let session = self.session.clone();
         drop(self);
         session.close();
-        let completion = decode(&error)?;
+        let completion = decode_status(&error)?;
         Ok(Output {
             stdout,
             stderr,
@@ -197,7 +197,7 @@ impl RemoteCommandSession {
 }
 
 /// Decodes what the error stream held.
-fn decode(error: &[u8]) -> Result<Completion, ClientError> {
+pub(super) fn decode_status(error: &[u8]) -> Result<Completion, ClientError> {
     if error.is_empty() {
         return Ok(Completion::Succeeded);
     }
@@ -229,7 +229,7 @@ mod tests {
     use super::*;
 
     fn decode_bytes(bytes: &[u8]) -> Result<Completion, ClientError> {
-        decode(bytes)
+        decode_status(bytes)
     }
 
     #[test]
