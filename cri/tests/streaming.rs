@@ -299,6 +299,42 @@ async fn test_attach_sees_output_feeds_stdin_and_ends_with_the_container() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_websocket_attach_feeds_stdin_and_ends_with_the_container() {
+    let pod = pod(TestAgent::start().await.unwrap(), "ws-attach-pod").await;
+    let mut config = pod.config(
+        "reader",
+        &[
+            "sh",
+            "-c",
+            "while read line; do echo \"got $line\"; echo \"err $line\" >&2; done; echo bye; exit 3",
+        ],
+    );
+    config.stdin = true;
+    config.stdin_once = true;
+    let id = pod.run(config).await;
+    let mut client = pod.agent.client().await.unwrap();
+    let url = client
+        .runtime
+        .attach(attach_request(&id, true))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut session = WebSocketCommandSession::connect(&url).await.unwrap();
+    session.write_stdin(b"ws\n").await.unwrap();
+    // v5's close signal ends the client's stdin; with stdin_once the container's ends too.
+    session.close_stdin().await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), session.finish())
+        .await
+        .expect("the attachment ends with the container")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "got ws\nbye\n");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "err ws\n");
+    assert_eq!(pod.wait_exited(&id).await.exit_code, 3);
+    pod.tear_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_container_exit_mid_exec_ends_the_stream_with_its_status() {
     let pod = pod(TestAgent::start().await.unwrap(), "exit-pod").await;
     let mut config = pod.config("short", &["sleep", "1000"]);
