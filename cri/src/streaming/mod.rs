@@ -10,7 +10,11 @@
 //!
 //! - `config`: the `[streaming]` config section.
 //! - `tokens`: the single-use, expiring, bounded tokens.
-//! - `http` and `server`: the listener, routing, protocol negotiation and the upgrade.
+//! - `http` and `server`: the listener, routing, protocol negotiation and the upgrade; the
+//!   server also keeps the running sessions by container or pod sandbox, to end them when
+//!   it goes ([`StreamingServer::close_sessions`]).
+//! - `tls`: HTTPS with `[streaming] tls` (a self-signed certificate made at start, or PEM
+//!   files).
 //! - `session`, `remote_command`, `port_forward`: what runs on an upgraded SPDY connection.
 //! - `websocket`: the WebSocket side: handshake and `Sec-WebSocket-Protocol` negotiation,
 //!   exec and attach on the `channel.k8s.io` channels (v1, v4, v5, binary and base64), and
