@@ -7,7 +7,7 @@
 # times. Installs the packages it needs first. Run as root.
 #
 # Extra arguments go to `cargo bench`; the bench's own come after `--`:
-#   scripts/bench-streaming.sh -- --execs 50 --connects 20 --transfers 3 --mb 256
+#   scripts/bench-streaming.sh -- --execs 50 --connects 20 --transfers 5 --mb 256
 set -eu
 cd "$(dirname "$0")/.."
 

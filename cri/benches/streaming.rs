@@ -24,7 +24,7 @@
 //! - port-forward setup, `--connects` times (default 20): CRI `PortForward`, connect and
 //!   upgrade, open a forwarded connection to [`PING_PORT`], read its 6-byte answer (then,
 //!   timed apart, the end of file after it);
-//! - port-forward throughput, `--transfers` times per direction (default 3): download
+//! - port-forward throughput, `--transfers` times per direction (default 5): download
 //!   (read `--mb` MiB from [`SOURCE_PORT`]) and upload (write `--mb` MiB to [`SINK_PORT`],
 //!   read its `done`), each on a fresh
 //!   forwarded connection of one session; MB/s (10^6 bytes/s), and the runtime's CPU per GiB.
@@ -134,7 +134,7 @@ struct Options {
 }
 
 fn main() -> Result<()> {
-    let (mut execs, mut connects, mut transfers, mut mb) = (50, 20, 3, 256);
+    let (mut execs, mut connects, mut transfers, mut mb) = (50, 20, 5, 256);
     parse_args(
         "streaming",
         1,
