@@ -6,7 +6,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, copy, copy_bidirectional};
+use tokio::io::{AsyncWriteExt, copy, copy_bidirectional_with_sizes};
 
 use crate::agent::Agent;
 use crate::error::Error;
@@ -19,6 +19,9 @@ use crate::streaming::{
 /// How long output is still copied after the command exited (background processes it
 /// left may hold its stdout open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// The copy buffer of each direction of a forwarded port: one SPDY DATA frame per read
+/// (tokio's default of 8 KiB makes eight frames, queue sends and wakeups of every 64 KiB).
+const PORT_FORWARD_BUFFER: usize = 64 * 1024;
 
 /// The agent as a streaming backend (weak: the agent owns the server that owns this).
 pub struct RuntimeBackend {
@@ -180,12 +183,17 @@ impl StreamingBackend for RuntimeBackend {
                     op: "register the connection".to_string(),
                     source,
                 })?;
-            copy_bidirectional(&mut stream, &mut connection)
-                .await
-                .map_err(|source| BackendError::Io {
-                    op: format!("copy port {port} data"),
-                    source,
-                })?;
+            copy_bidirectional_with_sizes(
+                &mut stream,
+                &mut connection,
+                PORT_FORWARD_BUFFER,
+                PORT_FORWARD_BUFFER,
+            )
+            .await
+            .map_err(|source| BackendError::Io {
+                op: format!("copy port {port} data"),
+                source,
+            })?;
             Ok(())
         })
     }
