@@ -15,6 +15,7 @@ pub mod images;
 pub mod logging;
 pub mod metrics_server;
 pub mod names;
+mod pod_cgroup;
 pub mod pod_network;
 pub mod request_log;
 pub mod sandbox_record;

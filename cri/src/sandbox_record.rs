@@ -48,6 +48,10 @@ pub struct SandboxRecord {
     pub hostname: String,
     pub log_directory: String,
     pub cgroup_parent: String,
+    /// The part of `cgroup_parent` that did not exist at RunPodSandbox (relative to the
+    /// hierarchies' roots): made by the first container, removed with the pod.
+    #[serde(default)]
+    pub owned_cgroup: Option<PathBuf>,
     /// CRI NamespaceMode values.
     pub network_mode: i32,
     pub pid_mode: i32,

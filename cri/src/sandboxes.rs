@@ -227,6 +227,11 @@ impl SandboxManager {
             })
             .unwrap_or_default();
 
+        let parent = record.cgroup_parent.clone();
+        record.owned_cgroup =
+            tokio::task::spawn_blocking(move || crate::pod_cgroup::missing_part(&parent))
+                .await
+                .map_err(|e| Error::Internal(format!("sandbox task failed: {e}")))?;
         let local = record.clone();
         let host_resolv_conf = self.paths.host_resolv_conf.clone();
         let shm_size = self.paths.shm_size_bytes;
@@ -330,6 +335,7 @@ impl SandboxManager {
             hostname,
             log_directory: config.log_directory.clone(),
             cgroup_parent: linux.cgroup_parent.clone(),
+            owned_cgroup: None,
             network_mode: options.network,
             pid_mode: options.pid,
             ipc_mode: options.ipc,
@@ -396,6 +402,16 @@ impl SandboxManager {
             return Ok(());
         };
         tear_down_local(&record).await;
+        if let Some(owned) = record.owned_cgroup.clone() {
+            let parent = record.cgroup_parent.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                crate::pod_cgroup::remove_owned(&parent, &owned);
+            })
+            .await;
+            if let Err(error) = removed {
+                tracing::warn!(sandbox = %record.id, %error, "pod cgroup removal task failed");
+            }
+        }
         self.records.remove(&record.id).await?;
         self.names.release(&record.name_key());
         tracing::info!(sandbox = %record.id, "pod sandbox removed");

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::agent::TestAgent;
-use common::pod::pod;
+use common::pod::{pod, pod_with};
 use k8s_cri::v1::{
     ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec, KeyValue,
     RemoveContainerRequest, StopContainerRequest,
@@ -447,4 +447,34 @@ async fn test_stop_and_remove_after_the_monitor_died_kill_the_container_and_its_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!memory_cgroup.exists(), "{} left", memory_cgroup.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_cgroup_parent_corral_made_goes_with_the_pod() {
+    // A crictl user's cgroup parent that does not exist (kubelet makes its own first).
+    let top = format!("corral-test-made-{}", std::process::id());
+    let parent = format!("/{top}/pod-b");
+    let pod = pod_with(TestAgent::start().await.unwrap(), "made-pod", |config| {
+        config.linux = Some(k8s_cri::v1::LinuxPodSandboxConfig {
+            cgroup_parent: parent.clone(),
+            ..k8s_cri::v1::LinuxPodSandboxConfig::default()
+        });
+    })
+    .await;
+    for name in ["one", "two"] {
+        pod.run(pod.config(name, &["sleep", "1000"])).await;
+    }
+    let memory = std::path::Path::new("/sys/fs/cgroup/memory");
+    assert!(
+        memory.join(&top).join("pod-b").is_dir(),
+        "the parent was made"
+    );
+    pod.tear_down().await;
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|hierarchy| hierarchy.path().join(&top))
+        .filter(|dir| dir.exists())
+        .collect();
+    assert!(left.is_empty(), "left: {left:?}");
 }
