@@ -106,7 +106,8 @@ pub struct AttachIo {
 }
 
 /// Relays an attach stream (from [`attach`]) until the monitor closes it (the container
-/// exited and its output was written), then ends the client's output streams. Dropping the
+/// exited and its output was written, or this attacher fell more than the monitor queues
+/// behind), then ends the client's output streams. Dropping the
 /// future detaches. A client output stream that fails is dropped; the rest go on.
 pub async fn relay_attach(stream: UnixStream, io: AttachIo) -> Result<(), Error> {
     let io_error =
@@ -137,10 +138,15 @@ pub async fn relay_attach(stream: UnixStream, io: AttachIo) -> Result<(), Error>
                 message,
             })?;
             let data = &mut payload[..header.len];
-            from_monitor
-                .read_exact(data)
-                .await
-                .map_err(io_error("read"))?;
+            match from_monitor.read_exact(data).await {
+                Ok(_) => {}
+                // The monitor cut an attacher that fell too far behind, in a frame.
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                    tracing::debug!("attach stream ended inside a frame");
+                    return Ok(());
+                }
+                Err(err) => return Err(io_error("read")(err)),
+            }
             let target = match header.kind {
                 FrameKind::Stdout => &mut stdout,
                 FrameKind::Stderr => &mut stderr,
