@@ -2,7 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The shortest window a kept sample opens: a sample closer than this to the last kept one
+/// is measured against the one before (two calls a few milliseconds apart, `crictl stats`
+/// then `crictl stats -o json`, would otherwise give a rate over those milliseconds).
+const MIN_WINDOW: Duration = Duration::from_secs(1);
 
 /// One previous observation of a counter.
 #[derive(Clone, Copy, Debug)]
@@ -11,11 +16,18 @@ struct Sample {
     at: Instant,
 }
 
+/// The kept samples of one id: the last one, and the one before it.
+#[derive(Clone, Copy, Debug)]
+struct Samples {
+    before: Option<Sample>,
+    last: Sample,
+}
+
 /// Turns cumulative CPU usage samples into a rate, per id (a container or pod id). Safe to
 /// share between threads; each call holds the lock only for one map lookup.
 #[derive(Debug, Default)]
 pub struct CpuRate {
-    samples: Mutex<HashMap<String, Sample>>,
+    samples: Mutex<HashMap<String, Samples>>,
 }
 
 impl CpuRate {
@@ -25,30 +37,45 @@ impl CpuRate {
     }
 
     /// Records `usage_ns` (cumulative CPU time) of `id` seen at `at`, and returns the usage
-    /// in nanocores (CPU-nanoseconds per second) since the previous sample of that id.
+    /// in nanocores (CPU-nanoseconds per second) since the last kept sample of that id, or
+    /// since the one before when the last is less than [`MIN_WINDOW`] old (the new sample is
+    /// then not kept, so the next call still gets a full window).
     ///
-    /// `None` on the first sample, when `at` is not after the previous sample (the sample is
-    /// then ignored), or when the counter went backwards (the cgroup was recreated: the new
-    /// value becomes the base for the next call).
+    /// `None` on the first sample, when `at` is not after the last kept sample (the sample
+    /// is then ignored), or when the counter went backwards (the cgroup was recreated: the
+    /// new value becomes the base for the next call).
     pub fn observe(&self, id: &str, usage_ns: u64, at: Instant) -> Option<u64> {
         let sample = Sample { usage_ns, at };
-        let previous = {
-            let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-            match samples.get_mut(id) {
-                Some(slot) => {
-                    let previous = *slot;
-                    if at > previous.at {
-                        *slot = sample;
-                    }
-                    previous
-                }
-                None => {
-                    samples.insert(id.to_string(), sample);
-                    return None;
-                }
-            }
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(slot) = samples.get_mut(id) else {
+            samples.insert(
+                id.to_string(),
+                Samples {
+                    before: None,
+                    last: sample,
+                },
+            );
+            return None;
         };
-        rate(previous, sample)
+        if at <= slot.last.at {
+            return None;
+        }
+        if usage_ns < slot.last.usage_ns {
+            *slot = Samples {
+                before: None,
+                last: sample,
+            };
+            return None;
+        }
+        if at.duration_since(slot.last.at) >= MIN_WINDOW {
+            let previous = slot.last;
+            *slot = Samples {
+                before: Some(previous),
+                last: sample,
+            };
+            return rate(previous, sample);
+        }
+        rate(slot.before.unwrap_or(slot.last), sample)
     }
 
     /// Drops the samples of `id` (the container or pod is gone).
@@ -109,9 +136,14 @@ mod tests {
         // 0.5 s of CPU in 1 s: half a core, 5 * 10^8 nanocores.
         let got = rate.observe("a", 1_500_000_000, t0 + Duration::from_secs(1));
         assert_eq!(got, Some(500_000_000));
-        // The second sample is the base of the next: 2 cores over 250 ms.
+        // 250 ms later is too short a window: measured from the sample before (t0), 1 s of
+        // CPU in 1.25 s.
         let got = rate.observe("a", 2_000_000_000, t0 + Duration::from_millis(1250));
-        assert_eq!(got, Some(2_000_000_000));
+        assert_eq!(got, Some(800_000_000));
+        // That sample was not kept: a second after the last kept one (t0 + 1 s) is a full
+        // window from it, 1.5 s of CPU in 1 s.
+        let got = rate.observe("a", 3_000_000_000, t0 + Duration::from_secs(2));
+        assert_eq!(got, Some(1_500_000_000));
     }
 
     #[test]
