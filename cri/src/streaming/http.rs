@@ -94,7 +94,7 @@ pub(crate) fn route<B>(tokens: &TokenCache, request: &Request<B>) -> Routed {
         return websocket::handshake::upgrade(pending, request);
     }
     let headers = request.headers();
-    let offered = offered_protocols(headers);
+    let offered = offered_protocols(headers, HEADER_PROTOCOL_VERSION);
     if offered.is_empty() {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -157,10 +157,11 @@ fn parse_path(path: &str) -> Option<(RequestKind, &str)> {
     Some((RequestKind::from_path(kind)?, token))
 }
 
-/// Every protocol in the `X-Stream-Protocol-Version` headers, in order, split at commas.
-fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+/// Every protocol in the `header` headers (`X-Stream-Protocol-Version`, or WebSocket's
+/// `Sec-WebSocket-Protocol`), in order, split at commas.
+pub(crate) fn offered_protocols(headers: &HeaderMap, header: &str) -> Vec<String> {
     headers
-        .get_all(HEADER_PROTOCOL_VERSION)
+        .get_all(header)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
@@ -171,7 +172,7 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// The first protocol of the client's (its preference order) that the server accepts.
-fn negotiate(offered: &[String], accepted: &[&'static str]) -> Option<&'static str> {
+pub(crate) fn negotiate(offered: &[String], accepted: &[&'static str]) -> Option<&'static str> {
     offered
         .iter()
         .find_map(|protocol| accepted.iter().copied().find(|a| a == protocol))

@@ -19,13 +19,13 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{
-    CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{Method, Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::super::http::{Plan, Routed, has_token, refuse};
+use super::super::http::{Plan, Routed, has_token, negotiate, offered_protocols, refuse};
 use super::super::protocol::{
     ChannelProtocol, HEADER_ACCEPTED_PROTOCOL_VERSIONS, PORT_FORWARD_TUNNEL_PROTOCOL,
     UPGRADE_WEBSOCKET,
@@ -69,7 +69,7 @@ pub(crate) fn upgrade<B>(pending: PendingRequest, request: &Request<B>) -> Route
             "unable to upgrade: missing or invalid Sec-WebSocket-Key",
         );
     };
-    let offered = offered_protocols(headers);
+    let offered = offered_protocols(headers, SEC_WEBSOCKET_PROTOCOL.as_str());
     let accepted: Vec<&'static str> = match pending {
         PendingRequest::PortForward(_) => vec![
             PORT_FORWARD_TUNNEL_PROTOCOL,
@@ -144,26 +144,6 @@ fn valid_key(key: &HeaderValue) -> bool {
         .decode(key.as_bytes())
         .map(|bytes| bytes.len() == 16)
         .unwrap_or(false)
-}
-
-/// Every subprotocol in the `Sec-WebSocket-Protocol` headers, in order, split at commas.
-fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|protocol| !protocol.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// The first protocol of the client's that the server accepts.
-fn negotiate(offered: &[String], accepted: &[&'static str]) -> Option<&'static str> {
-    offered
-        .iter()
-        .find_map(|protocol| accepted.iter().copied().find(|a| a == protocol))
 }
 
 #[cfg(test)]
