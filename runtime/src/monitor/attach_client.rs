@@ -1,7 +1,7 @@
 //! The agent's side of attach: ask the monitor for the attach stream ([`attach`], blocking),
 //! then relay it to the client's streams ([`relay_attach`], async).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::attach::{FrameKind, HEADER_LEN, MAX_PAYLOAD, encode_size, parse_header, push_frame};
-use super::protocol::{ErrorKind, MAX_LINE, Request, Response, decode, encode};
+use super::protocol::{MAX_LINE, Request, Response, decode};
 use crate::Error;
 use crate::exec::TerminalSize;
 
@@ -40,31 +40,12 @@ pub fn attach(socket: &Path, options: AttachOptions) -> Result<UnixStream, Error
         socket: socket.to_path_buf(),
         message,
     };
-    let mut stream = UnixStream::connect(socket).map_err(|source| Error::MonitorUnavailable {
-        socket: socket.to_path_buf(),
-        source,
-    })?;
-    stream
-        .set_read_timeout(Some(ANSWER_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)))
-        .and_then(|()| stream.write_all(&encode(&request)))
-        .map_err(|err| broken(format!("send attach: {err}")))?;
+    let mut stream = super::client::send(socket, &request, ANSWER_TIMEOUT)?;
     let line = read_answer_line(&mut stream).map_err(|err| broken(format!("attach: {err}")))?;
     let response: Response =
         decode(&line).map_err(|err| broken(format!("bad answer to attach: {err}")))?;
     if !response.ok {
-        let message = response.error.unwrap_or_default();
-        return Err(match response.kind {
-            Some(ErrorKind::State) => Error::ContainerState {
-                op: "attach",
-                message,
-            },
-            Some(ErrorKind::Invalid) => Error::InvalidArgument(format!("attach: {message}")),
-            Some(ErrorKind::Failed) | None => Error::MonitorRequest {
-                op: "attach",
-                message,
-            },
-        });
+        return Err(super::client::failure(request.op(), response));
     }
     stream
         .set_read_timeout(None)

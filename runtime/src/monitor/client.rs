@@ -194,12 +194,13 @@ fn reap_launcher(child: &mut Child) -> String {
     }
 }
 
-/// Sends one request and reads its answer (one connection per request).
-pub fn request(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, Error> {
-    let broken = |message: String| Error::MonitorProtocol {
-        socket: socket.to_path_buf(),
-        message,
-    };
+/// Connects to the monitor and sends `request`; reads and writes on the returned connection
+/// time out after `timeout`.
+pub(super) fn send(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<UnixStream, Error> {
     let mut stream = UnixStream::connect(socket).map_err(|source| Error::MonitorUnavailable {
         socket: socket.to_path_buf(),
         source,
@@ -208,7 +209,20 @@ pub fn request(socket: &Path, request: &Request, timeout: Duration) -> Result<Re
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .and_then(|()| stream.write_all(&encode(request)))
-        .map_err(|err| broken(format!("send {}: {err}", request.op())))?;
+        .map_err(|err| Error::MonitorProtocol {
+            socket: socket.to_path_buf(),
+            message: format!("send {}: {err}", request.op()),
+        })?;
+    Ok(stream)
+}
+
+/// Sends one request and reads its answer (one connection per request).
+pub fn request(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, Error> {
+    let broken = |message: String| Error::MonitorProtocol {
+        socket: socket.to_path_buf(),
+        message,
+    };
+    let mut stream = send(socket, request, timeout)?;
     let mut answer = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -250,13 +264,17 @@ fn call(socket: &Path, request: Request) -> Result<Response, Error> {
     if response.ok {
         return Ok(response);
     }
-    let op = request.op();
+    Err(failure(request.op(), response))
+}
+
+/// The typed error of a failure answer to `op`.
+pub(super) fn failure(op: &'static str, response: Response) -> Error {
     let message = response.error.unwrap_or_default();
-    Err(match response.kind {
+    match response.kind {
         Some(ErrorKind::State) => Error::ContainerState { op, message },
         Some(ErrorKind::Invalid) => Error::InvalidArgument(format!("{op}: {message}")),
         Some(ErrorKind::Failed) | None => Error::MonitorRequest { op, message },
-    })
+    }
 }
 
 /// Starts the created container; returns once its process runs.
