@@ -7,12 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Bundle, require_root};
+use common::{Bundle, read_to_end, read_until, require_root};
 use corral_runtime::Error;
 use corral_runtime::exec::TerminalSize;
 use corral_runtime::monitor::{self, AttachIo, AttachOptions, Started};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -92,38 +92,6 @@ impl Attached {
             .unwrap();
         (stdout, stderr)
     }
-}
-
-/// Reads `reader` until what was read contains `needle`; returns all of it.
-async fn read_until(reader: &mut (impl AsyncRead + Unpin), needle: &str) -> String {
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = Instant::now() + WAIT;
-    while !String::from_utf8_lossy(&seen).contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let n = tokio::time::timeout(left, reader.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(&seen)))
-            .unwrap();
-        assert!(
-            n > 0,
-            "EOF before {needle:?}: {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8(seen).unwrap()
-}
-
-async fn read_to_end(reader: Option<impl AsyncRead + Unpin>) -> String {
-    let mut text = String::new();
-    if let Some(mut reader) = reader {
-        tokio::time::timeout(WAIT, reader.read_to_string(&mut text))
-            .await
-            .expect("output did not end")
-            .unwrap();
-    }
-    text
 }
 
 fn start(bundle: &Bundle) -> Started {

@@ -9,14 +9,14 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Bundle, MONITOR, process_gone, require_root};
+use common::{Bundle, MONITOR, process_gone, read_to_end, read_until, require_root};
 use corral_runtime::Error;
 use corral_runtime::exec::{
     ExecExit, ExecStream, StreamExecRequest, TerminalSize, spawn_exec_stream,
 };
 use corral_runtime::monitor::{self, Started, Status};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -90,43 +90,6 @@ impl Running {
         monitor::delete(self.bundle.socket()).unwrap();
         self.bundle.assert_nothing_left(Some(self.started));
     }
-}
-
-/// Reads `reader` until what was read contains `needle`; returns all of it.
-async fn read_until(reader: &mut (impl AsyncRead + Unpin), needle: &str) -> String {
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = Instant::now() + WAIT;
-    while !String::from_utf8_lossy(&seen).contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let n = tokio::time::timeout(left, reader.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no {needle:?} in {:?}",
-                    String::from_utf8_lossy(&seen).to_string()
-                )
-            })
-            .unwrap();
-        assert!(
-            n > 0,
-            "EOF before {needle:?}: {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8(seen).unwrap()
-}
-
-async fn read_to_end(reader: Option<impl AsyncRead + Unpin>) -> String {
-    let mut text = String::new();
-    if let Some(mut reader) = reader {
-        tokio::time::timeout(WAIT, reader.read_to_string(&mut text))
-            .await
-            .expect("output did not end")
-            .unwrap();
-    }
-    text
 }
 
 /// Reads both outputs to their end and waits for the exit.

@@ -230,3 +230,42 @@ pub fn status_field(pid: i32, field: &str) -> String {
         .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
         .unwrap()
 }
+
+/// How long the stream helpers wait for output.
+pub const STREAM_WAIT: Duration = Duration::from_secs(10);
+
+/// Reads `reader` until what was read contains `needle`; returns all of it.
+pub async fn read_until(reader: &mut (impl tokio::io::AsyncRead + Unpin), needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + STREAM_WAIT;
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, tokio::io::AsyncReadExt::read(reader, &mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(&seen)))
+            .unwrap();
+        assert!(
+            n > 0,
+            "EOF before {needle:?}: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(seen).unwrap()
+}
+
+/// Reads `reader` (if any) to its end.
+pub async fn read_to_end(reader: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut text = String::new();
+    if let Some(mut reader) = reader {
+        tokio::time::timeout(
+            STREAM_WAIT,
+            tokio::io::AsyncReadExt::read_to_string(&mut reader, &mut text),
+        )
+        .await
+        .expect("output did not end")
+        .unwrap();
+    }
+    text
+}
