@@ -15,11 +15,7 @@ impl CriService {
         request: AttachRequest,
     ) -> Result<AttachResponse, Status> {
         let record = self.agent.containers.running(&request.container_id)?;
-        let server = self
-            .agent
-            .streaming
-            .get()
-            .ok_or_else(|| Error::Internal("the streaming server is not running".into()))?;
+        let server = self.streaming_server()?;
         let mut target = AttachTarget::from(request);
         target.container_id = record.id;
         let url = server.attach_url(target).map_err(Error::from)?;

@@ -17,11 +17,7 @@ impl CriService {
             return Err(Error::InvalidArgument("exec needs a command".into()).into());
         }
         let record = self.agent.containers.running(&request.container_id)?;
-        let server = self
-            .agent
-            .streaming
-            .get()
-            .ok_or_else(|| Error::Internal("the streaming server is not running".into()))?;
+        let server = self.streaming_server()?;
         let mut target = ExecTarget::from(request);
         target.container_id = record.id;
         let url = server.exec_url(target).map_err(Error::from)?;

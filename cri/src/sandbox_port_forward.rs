@@ -34,11 +34,7 @@ impl CriService {
         if let Some(port) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
             return Err(Error::InvalidArgument(format!("port {port} is out of range")).into());
         }
-        let server = self
-            .agent
-            .streaming
-            .get()
-            .ok_or_else(|| Error::Internal("the streaming server is not running".into()))?;
+        let server = self.streaming_server()?;
         let url = server
             .port_forward_url(PortForwardTarget {
                 sandbox_id: sandbox.id,

@@ -25,6 +25,15 @@ impl CriService {
         CriService { agent }
     }
 
+    /// The streaming server that Exec, Attach and PortForward hand out URLs of.
+    pub(crate) fn streaming_server(
+        &self,
+    ) -> Result<&crate::streaming::StreamingServer, crate::error::Error> {
+        self.agent.streaming.get().ok_or_else(|| {
+            crate::error::Error::Internal("the streaming server is not running".into())
+        })
+    }
+
     /// Ends the exec, attach or port-forward sessions of a container or pod sandbox that
     /// goes away.
     pub(crate) fn close_streaming_sessions(&self, id: &str) {
