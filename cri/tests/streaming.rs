@@ -201,9 +201,9 @@ async fn read_until(reader: &mut (impl tokio::io::AsyncRead + Unpin), needle: &s
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_attach_sees_output_feeds_stdin_and_ends_with_the_container() {
-    let pod = pod(TestAgent::start().await.unwrap(), "attach-pod").await;
+/// Runs a container that echoes each line of its stdin to stdout (`got <line>`) and stderr
+/// (`err <line>`), and at the end of its input (`stdin_once`) says `bye` and exits 3.
+async fn run_line_reader(pod: &common::pod::Pod) -> String {
     let mut config = pod.config(
         "reader",
         &[
@@ -214,7 +214,13 @@ async fn test_attach_sees_output_feeds_stdin_and_ends_with_the_container() {
     );
     config.stdin = true;
     config.stdin_once = true;
-    let id = pod.run(config).await;
+    pod.run(config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_attach_sees_output_feeds_stdin_and_ends_with_the_container() {
+    let pod = pod(TestAgent::start().await.unwrap(), "attach-pod").await;
+    let id = run_line_reader(&pod).await;
     let mut client = pod.agent.client().await.unwrap();
     let url = |stdin| {
         let mut client = client.clone();
@@ -301,17 +307,7 @@ async fn test_attach_sees_output_feeds_stdin_and_ends_with_the_container() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_websocket_attach_feeds_stdin_and_ends_with_the_container() {
     let pod = pod(TestAgent::start().await.unwrap(), "ws-attach-pod").await;
-    let mut config = pod.config(
-        "reader",
-        &[
-            "sh",
-            "-c",
-            "while read line; do echo \"got $line\"; echo \"err $line\" >&2; done; echo bye; exit 3",
-        ],
-    );
-    config.stdin = true;
-    config.stdin_once = true;
-    let id = pod.run(config).await;
+    let id = run_line_reader(&pod).await;
     let mut client = pod.agent.client().await.unwrap();
     let url = client
         .runtime
@@ -399,9 +395,10 @@ async fn test_container_exit_mid_exec_ends_the_stream_with_its_status() {
     pod.tear_down().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_port_forward_carries_100_mb_intact_from_a_pod() {
-    let pod = pod(TestAgent::start().await.unwrap(), "forward-pod").await;
+/// A pod whose busybox httpd serves `/big` (`size` pseudo-random bytes from `seed`) on its
+/// loopback port 8080; returns it, the file's sha256 and a PortForward URL for it.
+async fn web_pod(name: &str, size: usize, seed: u64) -> (common::pod::Pod, Vec<u8>, String) {
+    let pod = pod(TestAgent::start().await.unwrap(), name).await;
     let id = pod
         .create(pod.config(
             "web",
@@ -425,8 +422,8 @@ async fn test_port_forward_carries_100_mb_intact_from_a_pod() {
         .join(&id)
         .join("rootfs/www");
     std::fs::create_dir_all(&www).unwrap();
-    let mut body = vec![0u8; 100 * 1024 * 1024];
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut body = vec![0u8; size];
+    let mut state = seed;
     for chunk in body.chunks_mut(8) {
         state ^= state << 13;
         state ^= state >> 7;
@@ -434,7 +431,7 @@ async fn test_port_forward_carries_100_mb_intact_from_a_pod() {
         chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
     }
     std::fs::write(www.join("big"), &body).unwrap();
-    let expected = Sha256::digest(&body);
+    let expected = Sha256::digest(&body).to_vec();
     drop(body);
     pod.start(&id).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -450,6 +447,13 @@ async fn test_port_forward_carries_100_mb_intact_from_a_pod() {
         .unwrap()
         .into_inner()
         .url;
+    (pod, expected, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_port_forward_carries_100_mb_intact_from_a_pod() {
+    let (pod, expected, url) =
+        web_pod("forward-pod", 100 * 1024 * 1024, 0x9e37_79b9_7f4a_7c15).await;
     let session = PortForwardSession::connect(&url).await.unwrap();
     let mut connection = session.open(8080).await.unwrap();
     connection
@@ -475,7 +479,7 @@ async fn test_port_forward_carries_100_mb_intact_from_a_pod() {
         "{head}"
     );
     assert_eq!(response.len() - split, 100 * 1024 * 1024);
-    assert_eq!(Sha256::digest(&response[split..]), expected);
+    assert_eq!(Sha256::digest(&response[split..]).to_vec(), expected);
     assert_eq!(
         connection.finish().await,
         None,
@@ -629,54 +633,8 @@ async fn test_websocket_exec_output_exit_code_and_tty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_websocket_port_forward_carries_data_intact_from_a_pod() {
-    let pod = pod(TestAgent::start().await.unwrap(), "ws-forward-pod").await;
-    let id = pod
-        .create(pod.config(
-            "web",
-            &[
-                "busybox",
-                "httpd",
-                "-f",
-                "-p",
-                "127.0.0.1:8080",
-                "-h",
-                "/www",
-            ],
-        ))
-        .await
-        .unwrap();
-    let www = pod
-        .agent
-        .run_dir
-        .join("containers")
-        .join(&id)
-        .join("rootfs/www");
-    std::fs::create_dir_all(&www).unwrap();
-    let mut body = vec![0u8; 20 * 1024 * 1024];
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    for chunk in body.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    std::fs::write(www.join("big"), &body).unwrap();
-    let expected = Sha256::digest(&body);
-    drop(body);
-    pod.start(&id).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let mut client = pod.agent.client().await.unwrap();
-    let url = client
-        .runtime
-        .port_forward(PortForwardRequest {
-            pod_sandbox_id: pod.sandbox_id.clone(),
-            port: vec![8080],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let (pod, expected, url) =
+        web_pod("ws-forward-pod", 20 * 1024 * 1024, 0x2545_f491_4f6c_dd1d).await;
     let session = PortForwardSession::connect_websocket(&url).await.unwrap();
     // Two connections on one session, one after the other.
     for _ in 0..2 {
@@ -704,7 +662,7 @@ async fn test_websocket_port_forward_carries_data_intact_from_a_pod() {
             "{head}"
         );
         assert_eq!(response.len() - split, 20 * 1024 * 1024);
-        assert_eq!(Sha256::digest(&response[split..]), expected);
+        assert_eq!(Sha256::digest(&response[split..]).to_vec(), expected);
         assert_eq!(connection.finish().await, None);
     }
     let refused = session.open(9).await.unwrap();
