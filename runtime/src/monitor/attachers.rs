@@ -59,9 +59,8 @@ pub(super) struct Attachers {
     stdin_once: bool,
     /// Bytes for the container's stdin not written yet.
     pending: Vec<u8>,
-    /// Close `stdin` once `pending` is written (`stdin_once` took effect).
-    close_stdin: bool,
-    /// `stdin_once` took effect: no attacher gets stdin any more.
+    /// `stdin_once` took effect: no attacher gets stdin any more, and `stdin` is closed
+    /// once `pending` is written.
     stdin_done: bool,
 }
 
@@ -79,7 +78,6 @@ impl Attachers {
             terminal,
             stdin_once,
             pending: Vec::new(),
-            close_stdin: false,
             stdin_done: false,
         }
     }
@@ -318,7 +316,6 @@ impl Attachers {
             return;
         }
         self.stdin_done = true;
-        self.close_stdin = true;
         if let Some(terminal) = &self.terminal {
             // A terminal stays open for output: its end-of-file character ends the input.
             self.pending.push(eof_char(terminal));
@@ -349,7 +346,7 @@ impl Attachers {
             }
         }
         self.pending = Vec::new();
-        if self.close_stdin {
+        if self.stdin_done {
             self.stdin = None;
         }
     }
